@@ -1,0 +1,5 @@
+"""``python -m autogaze_ext …``: the ``autogaze`` command line (see ``cli.py``)."""
+
+from .cli import main
+
+raise SystemExit(main())

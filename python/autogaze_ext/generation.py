@@ -1,0 +1,187 @@
+"""Frame-by-frame gaze generation with a static KV cache (reference path; spec §6.2-6.4).
+
+One frame: a prefill feeds the previous frame's leftover tokens and the frame's vision tokens; then
+selection steps pick up to K ids each from the K heads of the last fed token, and every step but
+the frame's last is fed back as a decode call. All decisions stay in tensors; the only host read is
+an optional early exit once every sample is done (``early_exit``: free on the CPU, a sync on GPUs).
+Extra steps after that are exact no-ops: their cache slots are invisible.
+
+Two batching semantics:
+
+* ``coupled=False`` (default): every sample behaves as if it ran alone. A sample whose frame is over
+  idles (its slots are invisible) and its last step becomes its own leftover.
+* ``coupled=True``: the official behaviour (spec §0.11): the batch shares the step count of a frame;
+  finished samples receive pads that are fed (visible until the frame ends) like real tokens.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .decoder import GazeDecoder, KVCache
+
+TOP_K = 50  # the official sampler's top-k (HF default, spec §6.4 step 3)
+
+
+@dataclass
+class Sampling:
+    do_sample: bool = False
+    temperature: float = 1.0
+    generator: torch.Generator | None = None
+
+
+@dataclass
+class DecodeState:
+    """What a clip carries from one frame to the next (also the streaming state)."""
+    cache: KVCache
+    valid_count: torch.Tensor  # (B,) long: visible tokens so far (next RoPE position)
+    leftover_ids: torch.Tensor  # (B,K) long: last step of the previous frame, EOS-padded
+    leftover_len: torch.Tensor  # (B,) long
+    has_leftover: bool = False
+
+
+def new_state(decoder: GazeDecoder, batch: int, capacity: int) -> DecodeState:
+    k, eos = decoder.cfg.num_multi_token_pred, decoder.cfg.eos_token_id
+    device = decoder.lm_head.weight.device
+    return DecodeState(
+        cache=decoder.new_cache(batch, capacity),
+        valid_count=torch.zeros(batch, dtype=torch.long, device=device),
+        leftover_ids=torch.full((batch, k), eos, dtype=torch.long, device=device),
+        leftover_len=torch.zeros(batch, dtype=torch.long, device=device))
+
+
+def frame_capacity(num_vision_tokens: int, budget: int, k: int) -> int:
+    """Cache slots one frame can use: leftover + vision + decode calls."""
+    return k + num_vision_tokens + (math.ceil(budget / k) - 1) * k
+
+
+def _prefill(decoder: GazeDecoder, state: DecodeState, vision: torch.Tensor):
+    """Feed [leftover | vision tokens]; leftovers are left-padded to K with invisible slots."""
+    k, eos = decoder.cfg.num_multi_token_pred, decoder.cfg.eos_token_id
+    device = vision.device
+    x, visible = vision, torch.ones(vision.shape[:2], dtype=torch.bool, device=device)
+    if state.has_leftover:
+        src = torch.arange(k, device=device) - (k - state.leftover_len)[:, None]
+        ids = state.leftover_ids.gather(1, src.clamp(min=0))
+        real = (src >= 0) & (ids != eos)
+        x = torch.cat((decoder.embed(ids).to(vision.dtype), vision), dim=1)
+        visible = torch.cat((real, visible), dim=1)
+    positions = state.valid_count[:, None] + visible.long().cumsum(1) - 1
+    hidden = decoder(x, positions, visible, state.cache)
+    state.valid_count = state.valid_count + visible.sum(1)
+    return decoder.heads(hidden[:, -1])
+
+
+def _restrict(scores: torch.Tensor, sampling: Sampling) -> torch.Tensor:
+    if sampling.temperature != 1.0:
+        scores = scores / sampling.temperature
+    top = min(TOP_K, scores.shape[-1])
+    kth = scores.topk(top, dim=-1).values[..., -1:]
+    return scores.masked_fill(scores < kth, float("-inf"))
+
+
+def _draw(row: torch.Tensor, sampling: Sampling) -> torch.Tensor:
+    """row (B,V) of masked scores → one id per sample (argmax, or a draw from the softmax)."""
+    if not sampling.do_sample:
+        return row.argmax(-1)
+    dead = torch.isinf(row).all(-1, keepdim=True)  # rows that cannot select: any finite stand-in
+    probs = torch.softmax(row.masked_fill(dead, 0.0), dim=-1)
+    return torch.multinomial(probs, 1, generator=sampling.generator).squeeze(-1)
+
+
+def _select(logits, used, n, budget, sampling: Sampling, coupled: bool, eos: int):
+    """One selection step's ids (B,K) and which of them were selected (B,K) (spec §6.4 steps 1-4)."""
+    batch, k, _ = logits.shape
+    scores = logits.masked_fill(used[:, None, :], float("-inf"))
+    scores[:, :, eos] = float("-inf")
+    if sampling.do_sample:
+        scores = _restrict(scores, sampling)
+    ids = torch.full((batch, k), eos, dtype=torch.long, device=logits.device)
+    selected = torch.zeros(batch, k, dtype=torch.bool, device=logits.device)
+    can = torch.ones(batch, dtype=torch.bool, device=logits.device)
+    for j in range(k):
+        row = scores[:, j]
+        exhausted = torch.isinf(row).all(-1)
+        can = can & (n + j < budget) & ~(exhausted.all() if coupled else exhausted)
+        pick = _draw(row, sampling)
+        ids[:, j] = torch.where(can, pick, eos)
+        selected[:, j] = can
+        if j + 1 < k:
+            scores[:, j + 1 :].scatter_(2, pick[:, None, None].expand(batch, k - j - 1, 1),
+                                        float("-inf"))
+    return ids, selected
+
+
+def gaze_frame(decoder: GazeDecoder, state: DecodeState, vision: torch.Tensor, budget: int,
+               requirement: torch.Tensor | None, sampling: Sampling, coupled: bool,
+               early_exit: bool):
+    """Generate one frame's gaze for the batch.
+
+    vision (B,P,D) vision tokens; budget: max tokens M_t of the frame; requirement (B,) or None.
+    Returns tokens (B,M_t) local ids in generation order (EOS = pad, also after the count) and
+    counts (B,) slots used per sample (pads included).
+    """
+    cfg = decoder.cfg
+    k, eos, vocab = cfg.num_multi_token_pred, cfg.eos_token_id, cfg.vocab_size
+    batch, device = vision.shape[0], vision.device
+    steps = math.ceil(budget / k)
+    state.cache.reserve(frame_capacity(vision.shape[1], budget, k))
+
+    logits, loss_pred = _prefill(decoder, state, vision)
+    tail = state.valid_count[:, None] - k + torch.arange(k, device=device)
+
+    tokens = torch.full((batch, budget + k), eos, dtype=torch.long, device=device)
+    n = torch.zeros(batch, dtype=torch.long, device=device)
+    used = torch.zeros(batch, vocab, dtype=torch.bool, device=device)
+    finished = torch.zeros(batch, dtype=torch.bool, device=device)
+    done = torch.zeros(batch, dtype=torch.bool, device=device)
+    slot_of = torch.arange(k, device=device)
+    decode_start = state.cache.length
+    fed_ids = []
+
+    for step in range(steps):
+        ids, selected = _select(logits, used, n, budget, sampling, coupled, eos)
+        count = selected.sum(1)
+        ids = torch.where(finished[:, None], eos, ids)  # coupled: finished samples emit pads
+        if requirement is not None:
+            meet = (loss_pred <= requirement[:, None]) & selected
+            if step == 0:
+                meet[:, 0] = False  # a frame's first token is never stopped
+            ids = torch.where(meet, eos, ids)
+            finished = finished | (meet.any(1) & ~done)
+        active = ~done
+        over = (n + count >= budget) | (count < k)  # budget reached, or the heads ran dry
+        if coupled:
+            over = (over | finished).all().expand(batch) | over.any()
+        else:
+            over = over | finished
+        # append this step's ids of the active samples at their own offsets
+        where = (n[:, None] + slot_of).clamp(max=budget + k - 1)
+        keep = active[:, None] & selected
+        tokens.scatter_(1, where, torch.where(keep, ids, tokens.gather(1, where)))
+        used.scatter_(1, torch.where(keep, ids, eos), True)
+        n = n + torch.where(active, count, 0)
+        ending = active & over
+        state.leftover_ids = torch.where(ending[:, None], ids, state.leftover_ids)
+        state.leftover_len = torch.where(ending, count, state.leftover_len)
+        done = done | ending
+        if step + 1 == steps or (early_exit and bool(done.all())):
+            break
+        feeding = ~done
+        fed = torch.where(feeding[:, None], ids, eos)
+        fed_ids.append(fed)
+        hidden = decoder(decoder.embed(fed).to(vision.dtype), tail,
+                         feeding[:, None].expand(batch, k), state.cache)
+        logits, loss_pred = decoder.heads(hidden[:, -1])
+
+    # From the next frame on, pads fed during this frame stop being visible (spec §6.3).
+    if fed_ids:
+        fed_all = torch.cat(fed_ids, dim=1)
+        span = slice(decode_start, decode_start + fed_all.shape[1])
+        state.cache.key_mask[:, span] &= fed_all != eos
+        state.valid_count = state.valid_count + state.cache.key_mask[:, span].sum(1)
+    state.has_leftover = True
+    return tokens[:, :budget], n
