@@ -153,3 +153,12 @@ def test_fixture_checkpoint_is_bfloat16_and_loads_as_float32(model):
     for name, tensor in stored.items():
         assert state[name].dtype == torch.float32
         assert torch.equal(state[name], tensor.float()), name
+
+
+def test_config_inference_defaults_apply(model, clip):
+    """No ratio and no requirement: the checkpoint's settings (fixed 0.75, requirement 0.7)."""
+    default = model(clip)
+    explicit = model(clip, gazing_ratio=0.75, task_loss_requirement=0.7)
+    for field in PADDED_FIELDS + ("ids", "frame_offsets", "task_loss_requirement"):
+        assert torch.equal(default[field], explicit[field]), field
+    assert int(default["frame_offsets"].diff().max()) <= 198

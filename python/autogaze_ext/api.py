@@ -59,33 +59,36 @@ def gaze(frames, model: AutoGaze, gazing_ratio=None, task_loss_requirement=None,
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     frames = _check_frames(frames)
-    clip_len = clip_len or model.config.max_num_frames
-    if not isinstance(clip_len, int) or clip_len < 1:
+    clip_len = model.config.max_num_frames if clip_len is None else clip_len
+    if isinstance(clip_len, bool) or not isinstance(clip_len, int) or clip_len < 1:
         raise ValueError(f"clip_len must be a positive int, got {clip_len!r}")
+    if gazing_ratio is not None and not isinstance(gazing_ratio, (int, float)):
+        raise TypeError("gazing_ratio of gaze() must be one number for the whole video; for "
+                        "per-frame budgets call the model on a clip")
+    if task_loss_requirement is not None and not isinstance(task_loss_requirement, (int, float)):
+        raise TypeError("task_loss_requirement of gaze() must be one number for the whole video")
     if device is not None:
         model.to(device)
     sampling = budgets.check_sampling(do_sample, temperature, generator)
     total = frames.shape[0]
-    if mode == "resize":
-        video = model.preprocess(frames).to(model.device)
-        rows = cols = 1
-    else:
-        h, w = frames.shape[1:3]
-        video = model.preprocess_full(frames).to(model.device)
-        size = model.config.vision.input_img_size
-        rows, cols = math.ceil(h / size), math.ceil(w / size)
-    clips = _clips(video, clip_len)  # (C, L, 3, H, W)
+    size = model.config.vision.input_img_size
+    rows = cols = 1
     if mode == "tile":
-        clips = cut_tiles(clips, model.config.vision.input_img_size, rows, cols)
-    clips = model._check_video(clips, name="frames")
+        rows, cols = math.ceil(frames.shape[1] / size), math.ceil(frames.shape[2] / size)
 
     tokens, counts, requirement = [], [], []
+    span = batch_size * clip_len  # frames per chunk; preprocessing per chunk bounds memory
     with exact_float32(model.dtype == torch.float32):
-        for start in range(0, clips.shape[0], batch_size):
-            tok, cnt, req = model.generate_frames(clips[start : start + batch_size], gazing_ratio,
-                                                  task_loss_requirement, sampling,
-                                                  official_batching)
-            tokens.append(torch.stack([_pad_to(t, model) for t in tok], 1))  # (b, L, M)
+        for first in range(0, total, span):
+            chunk = frames[first : first + span]
+            if mode == "resize":
+                video = _clips(model.preprocess(chunk), clip_len)
+            else:
+                video = cut_tiles(_clips(model.preprocess_full(chunk), clip_len), size, rows, cols)
+            video = model._check_video(video.to(model.device), name="frames")
+            tok, cnt, req = model.generate_frames(video, gazing_ratio, task_loss_requirement,
+                                                  sampling, official_batching)
+            tokens.append(torch.stack([_pad_to(t, model) for t in tok], 1))  # (b, L, N)
             counts.append(torch.stack(cnt, 1))  # (b, L)
             requirement.append(req)
     tokens, counts = torch.cat(tokens), torch.cat(counts)

@@ -338,11 +338,11 @@ class AutoGaze(nn.Module):
                              f"{state.decode.valid_count.shape[0]}")
         video = self._check_video(frame.unsqueeze(1), name="frame")
         sampling = budgets.check_sampling(do_sample, temperature, generator)
+        frame_budgets, requirement = budgets.resolve(
+            self.config, gazing_ratio, task_loss_requirement, video.shape[0], 1, video.device,
+            sampling.generator)  # before touching the state: a rejected call leaves it intact
         with exact_float32(self.dtype == torch.float32):
             vision, state.conv_cache = self.embed(video, state.conv_cache)
-            frame_budgets, requirement = budgets.resolve(
-                self.config, gazing_ratio, task_loss_requirement, video.shape[0], 1, video.device,
-                sampling.generator)
             req = None if requirement is None else requirement[:, 0]
             tok, n = gaze_frame(self.gazing_model.gaze_decoder, state.decode, vision[:, 0],
                                 frame_budgets[0], req, sampling, official_batching,
