@@ -1,0 +1,30 @@
+#pragma once
+// Torch-facing helpers shared by bindings.cpp (schemas, CPU kernels, build_info) and
+// bindings_cuda.cpp (CUDA kernels): argument checks, output allocation, kernel params.
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/ArrayRef.h>
+
+#include "patches/patches.h"
+
+namespace autogaze {
+
+// A checked call: the output allocated by torch, the inputs the params point into (kept alive),
+// and the params for the kernel.
+struct PatchesCall {
+  at::Tensor out;
+  at::Tensor ids, frame_offsets;
+  patches::Params params;
+};
+
+// video (B, T, C, H, W) -> out (B, T, N, C*p*p).
+PatchesCall prepare_multiscale_patches(const at::Tensor& video, c10::IntArrayRef scales, int64_t patch_size);
+
+// video (B, T, C, H, W), ids (L,), frame_offsets (B*T + 1,) -> out (L, C*p*p). The values of ids
+// and frame_offsets are checked only for CPU tensors (on CUDA that needs a sync; the kernel checks
+// ids itself).
+PatchesCall prepare_gather_patches(const at::Tensor& video, const at::Tensor& ids,
+                                   const at::Tensor& frame_offsets, c10::IntArrayRef scales,
+                                   int64_t patch_size);
+
+}  // namespace autogaze

@@ -1,0 +1,119 @@
+"""Typed wrappers around the native ops ``torch.ops.autogaze_ext.*``.
+
+The dispatcher runs the CPU or CUDA kernel by the inputs' device. Each op has a fake (shape-only)
+implementation registered here, so the ops trace under ``torch.compile(fullgraph=True)``.
+Ground truth for every op: ``autogaze_ext.reference``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+try:
+    from . import _C  # loads the op library (links against torch's libraries: import torch first)
+except ImportError as error:  # pragma: no cover - depends on the install
+    raise ImportError(
+        "autogaze_ext._C is missing or does not load; build it with "
+        "`pip install --no-build-isolation .` in the environment of the torch you use"
+    ) from error
+
+__all__ = ["build_info", "multiscale_patches", "gather_patches"]
+
+_VIDEO_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+_MAX_SCALES = 16  # patches::kMaxScales
+
+
+def build_info() -> dict[str, Any]:
+    """How the extension was built (version, cuda, cuda_version, cuda_archs, torch_version,
+    cxx_compiler), plus torch_runtime_version, the torch imported now."""
+    info = dict(_C.build_info())
+    info["torch_runtime_version"] = torch.__version__
+    return info
+
+
+def multiscale_patches(video: torch.Tensor, scales: Sequence[int], patch_size: int = 16) -> torch.Tensor:
+    """All patches of every scale of every frame.
+
+    Args:
+        video: (B, T, C, H, W) float32, bfloat16 or float16, any strides.
+        scales: output sides, each a multiple of ``patch_size`` (ascending by convention, e.g.
+            (32, 64, 112, 224): ids [0, 4), [4, 20), [20, 69), [69, 265)).
+        patch_size: p.
+
+    Returns:
+        (B, T, N, C*p*p) of video's dtype, N = sum((s // p) ** 2). Scale blocks in the given
+        order; within a scale, cells row-major; each patch channel-major (c, ky, kx). Each frame
+        is resized with torch bicubic (align_corners=False, no antialias), computed in float32.
+    """
+    return torch.ops.autogaze_ext.multiscale_patches(video, list(scales), patch_size)
+
+
+def gather_patches(
+    video: torch.Tensor,
+    ids: torch.Tensor,
+    frame_offsets: torch.Tensor,
+    scales: Sequence[int],
+    patch_size: int = 16,
+) -> torch.Tensor:
+    """Only the requested patches, packed across frames (varlen): nothing else is computed.
+
+    Args:
+        video: (B, T, C, H, W) as for ``multiscale_patches``.
+        ids: (L,) int64 frame-local ids in [0, N), the frames' lists concatenated.
+        frame_offsets: (B*T + 1,) int64, non-decreasing, from 0 to L: ids[frame_offsets[f]:
+            frame_offsets[f + 1]] belong to frame f = b*T + t.
+        scales, patch_size: as for ``multiscale_patches``.
+
+    Returns:
+        (L, C*p*p): row j equals ``multiscale_patches(video)[b, t, ids[j]]`` for the frame of j.
+
+    The values of ids and frame_offsets are validated for CPU tensors. On CUDA (no host sync) an
+    out-of-range id traps on the device, and malformed frame_offsets give wrong rows but never
+    out-of-bounds reads.
+    """
+    return torch.ops.autogaze_ext.gather_patches(video, ids, frame_offsets, list(scales), patch_size)
+
+
+def _check_video_and_scales(op: str, video: torch.Tensor, scales: Sequence[int], patch_size: int) -> int:
+    """The shape-level checks of the native ops, for tracing; returns N."""
+    if video.dim() != 5:
+        raise ValueError(f"{op}: video must be 5-D (B, T, C, H, W), got shape {list(video.shape)}")
+    if video.dtype not in _VIDEO_DTYPES:
+        raise TypeError(f"{op}: video must be float32, bfloat16 or float16, got {video.dtype}")
+    if patch_size <= 0:
+        raise ValueError(f"{op}: patch_size must be positive, got {patch_size}")
+    if not 1 <= len(scales) <= _MAX_SCALES:
+        raise ValueError(f"{op}: scales must hold 1 to {_MAX_SCALES} sizes, got {list(scales)}")
+    for k, side in enumerate(scales):
+        if side <= 0 or side % patch_size:
+            raise ValueError(f"{op}: scales[{k}] = {side} must be a positive multiple of patch_size = {patch_size}")
+    return sum((side // patch_size) ** 2 for side in scales)
+
+
+@torch.library.register_fake("autogaze_ext::multiscale_patches")
+def _multiscale_patches_fake(video, scales, patch_size):
+    num_ids = _check_video_and_scales("multiscale_patches", video, scales, patch_size)
+    B, T, C = video.shape[:3]
+    return video.new_empty((B, T, num_ids, C * patch_size * patch_size))
+
+
+@torch.library.register_fake("autogaze_ext::gather_patches")
+def _gather_patches_fake(video, ids, frame_offsets, scales, patch_size):
+    _check_video_and_scales("gather_patches", video, scales, patch_size)
+    for name, t in (("ids", ids), ("frame_offsets", frame_offsets)):
+        if t.dtype != torch.int64:
+            raise TypeError(f"gather_patches: {name} must be int64, got {t.dtype}")
+        if t.dim() != 1:
+            raise ValueError(f"gather_patches: {name} must be 1-D, got shape {list(t.shape)}")
+        if t.device != video.device:
+            raise ValueError(f"gather_patches: {name} must be on video's device ({video.device}), got {t.device}")
+    B, T, C = video.shape[:3]
+    if frame_offsets.shape[0] != B * T + 1:
+        raise ValueError(
+            f"gather_patches: frame_offsets must have B*T + 1 = {B * T + 1} elements for video of shape "
+            f"{list(video.shape)}, got {frame_offsets.shape[0]}"
+        )
+    return video.new_empty((ids.shape[0], C * patch_size * patch_size))
