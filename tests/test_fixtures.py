@@ -162,3 +162,36 @@ def test_config_inference_defaults_apply(model, clip):
     for field in PADDED_FIELDS + ("ids", "frame_offsets", "task_loss_requirement"):
         assert torch.equal(default[field], explicit[field]), field
     assert int(default["frame_offsets"].diff().max()) <= 198
+
+
+@pytest.mark.cuda
+def test_fixture_cases_on_cuda(cases, calls, clip):
+    """The same exact ids on a GPU (no early exit there: the no-op steps run on device)."""
+    model = AutoGaze.from_pretrained(DATA / "autogaze_model", device="cuda")
+    video = clip.cuda()
+    out = model(video, gazing_ratio=0.5, task_loss_requirement=calls["task_loss_requirement"])
+    assert_case(_cpu(out), cases, "ratio05_tlr")
+    assert_case(_cpu(model(video, gazing_ratio=0.1)), cases, "ratio01")
+    pair = torch.cat([video, video.flip(-1)])
+    out = model(pair, gazing_ratio=0.5, task_loss_requirement=0.45, official_batching=True)
+    assert_case(_cpu(out), cases, "batch2_ratio05_tlr")
+    out = model(cases["pixel_values_392"].float().cuda(), gazing_ratio=0.5,
+                task_loss_requirement=0.45, target_scales=[56, 112, 196, 392],
+                target_patch_size=14, official_batching=True)
+    assert_case(_cpu(out), cases, "res392_p14")
+    info = {f: cases[f"teacher_forced_ratio05_tlr.{f}"].cuda() for f in PADDED_FIELDS}
+    scored = model.score(video, info)
+    torch.testing.assert_close(scored["log_action_probs"].cpu(),
+                               cases["teacher_forced_ratio05_tlr.log_action_probs"],
+                               atol=1e-4, rtol=0)
+
+
+def _cpu(out):
+    moved = {}
+    for key, value in out.items():
+        if isinstance(value, torch.Tensor):
+            value = value.cpu()
+        elif isinstance(value, list) and value and isinstance(value[0], torch.Tensor):
+            value = [v.cpu() for v in value]
+        moved[key] = value
+    return moved
