@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
+from . import reference
 from .decoder import GazeDecoder, KVCache
 
 TOP_K = 50  # the official sampler's top-k (HF default, spec §6.4 step 3)
@@ -75,52 +76,13 @@ def _prefill(decoder: GazeDecoder, state: DecodeState, vision: torch.Tensor):
     return decoder.heads(hidden[:, -1])
 
 
-def _restrict(scores: torch.Tensor, sampling: Sampling) -> torch.Tensor:
-    if sampling.temperature != 1.0:
-        scores = scores / sampling.temperature
-    top = min(TOP_K, scores.shape[-1])
-    kth = scores.topk(top, dim=-1).values[..., -1:]
-    return scores.masked_fill(scores < kth, float("-inf"))
-
-
-def _draw(row: torch.Tensor, sampling: Sampling) -> torch.Tensor:
-    """row (B,V) of masked scores → one id per sample (argmax, or a draw from the softmax)."""
-    if not sampling.do_sample:
-        return row.argmax(-1)
-    dead = torch.isinf(row).all(-1, keepdim=True)  # rows that cannot select: any finite stand-in
-    probs = torch.softmax(row.masked_fill(dead, 0.0), dim=-1)
-    return torch.multinomial(probs, 1, generator=sampling.generator).squeeze(-1)
-
-
-def _select(logits, used, n, budget, sampling: Sampling, coupled: bool, eos: int):
-    """One selection step's ids (B,K) and which of them were selected (B,K) (spec §6.4 steps 1-4)."""
-    batch, k, _ = logits.shape
-    scores = logits.masked_fill(used[:, None, :], float("-inf"))
-    scores[:, :, eos] = float("-inf")
-    if sampling.do_sample:
-        scores = _restrict(scores, sampling)
-    ids = torch.full((batch, k), eos, dtype=torch.long, device=logits.device)
-    selected = torch.zeros(batch, k, dtype=torch.bool, device=logits.device)
-    can = torch.ones(batch, dtype=torch.bool, device=logits.device)
-    for j in range(k):
-        row = scores[:, j]
-        exhausted = torch.isinf(row).all(-1)
-        can = can & (n + j < budget) & ~(exhausted.all() if coupled else exhausted)
-        pick = _draw(row, sampling)
-        ids[:, j] = torch.where(can, pick, eos)
-        selected[:, j] = can
-        if j + 1 < k:
-            scores[:, j + 1 :].scatter_(2, pick[:, None, None].expand(batch, k - j - 1, 1),
-                                        float("-inf"))
-    return ids, selected
-
-
 def gaze_frame(decoder: GazeDecoder, state: DecodeState, vision: torch.Tensor, budget: int,
                requirement: torch.Tensor | None, sampling: Sampling, coupled: bool,
-               early_exit: bool):
+               early_exit: bool, select=reference.select_step):
     """Generate one frame's gaze for the batch.
 
     vision (B,P,D) vision tokens; budget: max tokens M_t of the frame; requirement (B,) or None.
+    ``select`` is the selection step (``reference.select_step`` or the native op).
     Returns tokens (B,M_t) local ids in generation order (EOS = pad, also after the count) and
     counts (B,) slots used per sample (pads included).
     """
@@ -138,43 +100,21 @@ def gaze_frame(decoder: GazeDecoder, state: DecodeState, vision: torch.Tensor, b
     used = torch.zeros(batch, vocab, dtype=torch.bool, device=device)
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
     done = torch.zeros(batch, dtype=torch.bool, device=device)
-    slot_of = torch.arange(k, device=device)
     decode_start = state.cache.length
     fed_ids = []
 
     for step in range(steps):
-        ids, selected = _select(logits, used, n, budget, sampling, coupled, eos)
-        count = selected.sum(1)
-        ids = torch.where(finished[:, None], eos, ids)  # coupled: finished samples emit pads
-        if requirement is not None:
-            meet = (loss_pred <= requirement[:, None]) & selected
-            if step == 0:
-                meet[:, 0] = False  # a frame's first token is never stopped
-            ids = torch.where(meet, eos, ids)
-            finished = finished | (meet.any(1) & ~done)
-        active = ~done
-        over = (n + count >= budget) | (count < k)  # budget reached, or the heads ran dry
-        if coupled:
-            over = (over | finished).all().expand(batch) | over.any()
-        else:
-            over = over | finished
-        # append this step's ids of the active samples at their own offsets
-        where = (n[:, None] + slot_of).clamp(max=budget + k - 1)
-        keep = active[:, None] & selected
-        tokens.scatter_(1, where, torch.where(keep, ids, tokens.gather(1, where)))
-        used.scatter_(1, torch.where(keep, ids, eos), True)
-        n = n + torch.where(active, count, 0)
-        ending = active & over
-        state.leftover_ids = torch.where(ending[:, None], ids, state.leftover_ids)
-        state.leftover_len = torch.where(ending, count, state.leftover_len)
-        done = done | ending
+        uniforms = None
+        if sampling.do_sample:
+            uniforms = torch.rand(batch, k, device=device, generator=sampling.generator)
+        fed = select(logits, loss_pred, requirement, uniforms, used, n, finished, done, tokens,
+                     state.leftover_ids, state.leftover_len, budget, step == 0, coupled,
+                     sampling.temperature, TOP_K)
         if step + 1 == steps or (early_exit and bool(done.all())):
             break
-        feeding = ~done
-        fed = torch.where(feeding[:, None], ids, eos)
         fed_ids.append(fed)
         hidden = decoder(decoder.embed(fed).to(vision.dtype), tail,
-                         feeding[:, None].expand(batch, k), state.cache)
+                         (~done)[:, None].expand(batch, k), state.cache)
         logits, loss_pred = decoder.heads(hidden[:, -1])
 
     # From the next frame on, pads fed during this frame stop being visible (spec §6.3).

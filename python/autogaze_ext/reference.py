@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["multiscale_patches", "gather_patches"]
+__all__ = ["multiscale_patches", "gather_patches", "select_step"]
 
 
 def multiscale_patches(video: torch.Tensor, scales: Sequence[int], patch_size: int = 16) -> torch.Tensor:
@@ -52,3 +52,77 @@ def gather_patches(
     frames = torch.arange(patches.shape[0], device=ids.device)
     frame_of_row = torch.repeat_interleave(frames, frame_offsets.diff())
     return patches[frame_of_row, ids]
+
+
+def select_step(logits, loss_pred, requirement, uniforms, used, n, finished, done, tokens,
+                leftover_ids, leftover_len, budget: int, first: bool, coupled: bool,
+                temperature: float = 1.0, top_k: int = 50) -> torch.Tensor:
+    """One gaze selection step of a frame (spec §6.4), updating the frame state in place.
+
+    logits (B,K,V) float32 and loss_pred (B,K) float32: the heads at the last fed token.
+    requirement (B,) float32 or None: task-loss threshold of the frame. uniforms (B,K) float32 in
+    [0,1) or None: sampling draws (None = greedy; with them, temperature then top-k filtering,
+    then inverse-CDF sampling from the softmax). State, all modified in place: used (B,V) bool ids
+    taken in this frame; n (B,) int64 slots filled; finished (B,) bool a requirement was met;
+    done (B,) bool the sample's frame is over; tokens (B,W) int64 (W ≥ budget + K) the frame's
+    slots, EOS-filled; leftover_ids (B,K) / leftover_len (B,) the step that ended each sample's
+    frame. ``coupled``: the official batch coupling (shared step count, spec §0.11).
+
+    Returns fed (B,K) int64: the ids to feed next (EOS where the sample is done). EOS = V − 1.
+    """
+    batch, k, vocab = logits.shape
+    eos = vocab - 1
+    scores = logits.masked_fill(used[:, None, :], float("-inf"))
+    scores[:, :, eos] = float("-inf")
+    if uniforms is not None:
+        if temperature != 1.0:
+            scores = scores / temperature
+        kth = scores.topk(min(top_k, vocab), dim=-1).values[..., -1:]
+        scores = scores.masked_fill(scores < kth, float("-inf"))
+    ids = torch.full((batch, k), eos, dtype=torch.long, device=logits.device)
+    selected = torch.zeros(batch, k, dtype=torch.bool, device=logits.device)
+    can = torch.ones(batch, dtype=torch.bool, device=logits.device)
+    for j in range(k):
+        row = scores[:, j]
+        exhausted = torch.isinf(row).all(-1)
+        can = can & (n + j < budget) & ~(exhausted.all() if coupled else exhausted)
+        pick = row.argmax(-1) if uniforms is None else _sample(row, uniforms[:, j])
+        ids[:, j] = torch.where(can, pick, eos)
+        selected[:, j] = can
+        if j + 1 < k:
+            scores[:, j + 1 :].scatter_(2, pick[:, None, None].expand(batch, k - j - 1, 1),
+                                        float("-inf"))
+    count = selected.sum(1)
+    ids = torch.where(finished[:, None], eos, ids)  # coupled: finished samples emit pads
+    if requirement is not None:
+        meet = (loss_pred <= requirement[:, None]) & selected
+        if first:
+            meet[:, 0] = False  # a frame's first token is never stopped
+        ids = torch.where(meet, eos, ids)
+        finished |= meet.any(1) & ~done
+    active = ~done
+    over = (n + count >= budget) | (count < k)  # budget reached, or the heads ran dry
+    if coupled:
+        over = (over | finished).all().expand(batch) | over.any()
+    else:
+        over = over | finished
+    width = tokens.shape[1]
+    where = (n[:, None] + torch.arange(k, device=logits.device)).clamp(max=width - 1)
+    keep = active[:, None] & selected
+    tokens.scatter_(1, where, torch.where(keep, ids, tokens.gather(1, where)))
+    used.scatter_(1, torch.where(keep, ids, eos), True)
+    n += torch.where(active, count, 0)
+    ending = active & over
+    leftover_ids.copy_(torch.where(ending[:, None], ids, leftover_ids))
+    leftover_len.copy_(torch.where(ending, count, leftover_len))
+    done |= ending
+    return torch.where(done[:, None], eos, ids)
+
+
+def _sample(row: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
+    """Inverse-CDF draw from softmax(row) per sample; an all −inf row draws uniformly."""
+    dead = torch.isinf(row).all(-1, keepdim=True)
+    probs = torch.softmax(row.masked_fill(dead, 0.0), dim=-1)
+    cdf = probs.cumsum(-1)
+    target = (uniform * cdf[:, -1]).unsqueeze(-1)
+    return torch.searchsorted(cdf, target, right=True).squeeze(-1).clamp(max=row.shape[-1] - 1)
