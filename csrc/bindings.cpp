@@ -3,6 +3,7 @@
 
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
 #include <pybind11/pybind11.h>
 #include <torch/library.h>
 
@@ -13,6 +14,7 @@
 
 #include "bindings.h"
 #include "patches/patches.h"
+#include "select/select.h"
 
 namespace autogaze {
 namespace {
@@ -119,6 +121,32 @@ at::Tensor gather_patches_cpu(const at::Tensor& video, const at::Tensor& ids, co
   return call.out;
 }
 
+at::Tensor select_step_cpu(const at::Tensor& logits, const at::Tensor& loss_pred,
+                           const std::optional<at::Tensor>& requirement,
+                           const std::optional<at::Tensor>& uniforms, at::Tensor& used, at::Tensor& n,
+                           at::Tensor& finished, at::Tensor& done, at::Tensor& tokens,
+                           at::Tensor& leftover_ids, at::Tensor& leftover_len, int64_t budget, bool first,
+                           bool coupled, double temperature, int64_t top_k) {
+  const SelectCall call = prepare_select_step(logits, loss_pred, requirement, uniforms, used, n, finished,
+                                              done, tokens, leftover_ids, leftover_len, budget, first,
+                                              coupled, temperature, top_k);
+  select::select_cpu(call.params);
+  return call.fed;
+}
+
+// One tensor argument of select_step: dtype, shape, device; contiguity for state updated in place.
+void check_state(const char* name, const at::Tensor& t, at::ScalarType type, c10::IntArrayRef shape,
+                 const at::Device& device, bool in_place) {
+  TORCH_CHECK_TYPE(t.scalar_type() == type, "select_step: ", name, " must be ", dtype_name(type), ", got ",
+                   dtype_name(t.scalar_type()));
+  TORCH_CHECK_VALUE(t.sizes() == shape, "select_step: ", name, " must have shape ", shape, ", got ",
+                    t.sizes());
+  TORCH_CHECK_VALUE(t.device() == device, "select_step: ", name, " must be on logits' device (", device,
+                    "), got ", t.device());
+  TORCH_CHECK_VALUE(!in_place || t.is_contiguous(), "select_step: ", name,
+                    " is updated in place and must be contiguous");
+}
+
 }  // namespace
 
 PatchesCall prepare_multiscale_patches(const at::Tensor& video, c10::IntArrayRef scales, int64_t patch_size) {
@@ -161,17 +189,90 @@ PatchesCall prepare_gather_patches(const at::Tensor& video, const at::Tensor& id
   return call;
 }
 
+SelectCall prepare_select_step(const at::Tensor& logits, const at::Tensor& loss_pred,
+                               const std::optional<at::Tensor>& requirement,
+                               const std::optional<at::Tensor>& uniforms, const at::Tensor& used,
+                               const at::Tensor& n, const at::Tensor& finished, const at::Tensor& done,
+                               const at::Tensor& tokens, const at::Tensor& leftover_ids,
+                               const at::Tensor& leftover_len, int64_t budget, bool first, bool coupled,
+                               double temperature, int64_t top_k) {
+  TORCH_CHECK_VALUE(logits.dim() == 3, "select_step: logits must be (B, K, V), got shape ", logits.sizes());
+  const int64_t B = logits.size(0), K = logits.size(1), V = logits.size(2);
+  TORCH_CHECK_VALUE(K > 0 && V > 1, "select_step: logits needs K > 0 heads and V > 1 ids, got shape ",
+                    logits.sizes());
+  TORCH_CHECK_VALUE(budget > 0, "select_step: budget must be positive, got ", budget);
+  TORCH_CHECK_VALUE(temperature > 0, "select_step: temperature must be positive, got ", temperature);
+  TORCH_CHECK_VALUE(top_k > 0, "select_step: top_k must be positive, got ", top_k);
+  const at::Device device = logits.device();
+  check_state("logits", logits, at::kFloat, {B, K, V}, device, false);
+  check_state("loss_pred", loss_pred, at::kFloat, {B, K}, device, false);
+  if (requirement) check_state("requirement", *requirement, at::kFloat, {B}, device, false);
+  if (uniforms) check_state("uniforms", *uniforms, at::kFloat, {B, K}, device, false);
+  check_state("used", used, at::kBool, {B, V}, device, true);
+  check_state("n", n, at::kLong, {B}, device, true);
+  check_state("finished", finished, at::kBool, {B}, device, true);
+  check_state("done", done, at::kBool, {B}, device, true);
+  TORCH_CHECK_VALUE(tokens.dim() == 2 && tokens.size(1) >= budget + K, "select_step: tokens must be (B, W) with W >= budget + K = ",
+                    budget + K, ", got shape ", tokens.sizes());
+  check_state("tokens", tokens, at::kLong, {B, tokens.size(1)}, device, true);
+  check_state("leftover_ids", leftover_ids, at::kLong, {B, K}, device, true);
+  check_state("leftover_len", leftover_len, at::kLong, {B}, device, true);
+
+  SelectCall call;
+  call.logits = logits.contiguous();
+  call.loss_pred = loss_pred.contiguous();
+  if (requirement) call.requirement = requirement->contiguous();
+  if (uniforms) call.uniforms = uniforms->contiguous();
+  const auto longs = logits.options().dtype(at::kLong);
+  call.fed = at::empty({B, K}, longs);
+  call.scores = at::empty({B, K, V}, logits.options());
+  call.picks = at::empty({B, K}, longs);
+  call.selected = at::empty({B, K}, logits.options().dtype(at::kByte));
+
+  select::Params& p = call.params;
+  p.logits = call.logits.const_data_ptr<float>();
+  p.loss_pred = call.loss_pred.const_data_ptr<float>();
+  p.requirement = requirement ? call.requirement.const_data_ptr<float>() : nullptr;
+  p.uniforms = uniforms ? call.uniforms.const_data_ptr<float>() : nullptr;
+  p.temperature = static_cast<float>(temperature);
+  p.top_k = static_cast<int>(std::min<int64_t>(top_k, V));
+  p.batch = B;
+  p.k = static_cast<int>(K);
+  p.vocab = static_cast<int>(V);
+  p.budget = budget;
+  p.token_width = tokens.size(1);
+  p.first = first;
+  p.coupled = coupled;
+  p.used = reinterpret_cast<uint8_t*>(used.mutable_data_ptr<bool>());
+  p.n = n.mutable_data_ptr<int64_t>();
+  p.finished = reinterpret_cast<uint8_t*>(finished.mutable_data_ptr<bool>());
+  p.done = reinterpret_cast<uint8_t*>(done.mutable_data_ptr<bool>());
+  p.tokens = tokens.mutable_data_ptr<int64_t>();
+  p.leftover_ids = leftover_ids.mutable_data_ptr<int64_t>();
+  p.leftover_len = leftover_len.mutable_data_ptr<int64_t>();
+  p.fed = call.fed.mutable_data_ptr<int64_t>();
+  p.scores = call.scores.mutable_data_ptr<float>();
+  p.picks = call.picks.mutable_data_ptr<int64_t>();
+  p.selected = call.selected.mutable_data_ptr<uint8_t>();
+  return call;
+}
+
 TORCH_LIBRARY(autogaze_ext, m) {
   m.set_python_module("autogaze_ext.ops");  // where the fake (meta) implementations live
   m.def("multiscale_patches(Tensor video, int[] scales, int patch_size) -> Tensor");
   m.def(
       "gather_patches(Tensor video, Tensor ids, Tensor frame_offsets, int[] scales, int patch_size) -> "
       "Tensor");
+  m.def(
+      "select_step(Tensor logits, Tensor loss_pred, Tensor? requirement, Tensor? uniforms, Tensor(a!) used, "
+      "Tensor(b!) n, Tensor(c!) finished, Tensor(d!) done, Tensor(e!) tokens, Tensor(f!) leftover_ids, "
+      "Tensor(g!) leftover_len, int budget, bool first, bool coupled, float temperature, int top_k) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(autogaze_ext, CPU, m) {
   m.impl("multiscale_patches", &multiscale_patches_cpu);
   m.impl("gather_patches", &gather_patches_cpu);
+  m.impl("select_step", &select_step_cpu);
 }
 
 #ifndef AUTOGAZE_WITH_CUDA
@@ -189,6 +290,12 @@ TORCH_LIBRARY_IMPL(autogaze_ext, CUDA, m) {
   m.impl("gather_patches",
          [](const at::Tensor&, const at::Tensor&, const at::Tensor&, c10::IntArrayRef,
             int64_t) -> at::Tensor { no_cuda_kernels("gather_patches"); });
+  m.impl("select_step",
+         [](const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
+            const std::optional<at::Tensor>&, at::Tensor&, at::Tensor&, at::Tensor&, at::Tensor&, at::Tensor&,
+            at::Tensor&, at::Tensor&, int64_t, bool, bool, double, int64_t) -> at::Tensor {
+           no_cuda_kernels("select_step");
+         });
 }
 #endif
 

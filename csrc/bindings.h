@@ -5,7 +5,10 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/ArrayRef.h>
 
+#include <optional>
+
 #include "patches/patches.h"
+#include "select/select.h"
 
 namespace autogaze {
 
@@ -26,5 +29,20 @@ PatchesCall prepare_multiscale_patches(const at::Tensor& video, c10::IntArrayRef
 PatchesCall prepare_gather_patches(const at::Tensor& video, const at::Tensor& ids,
                                    const at::Tensor& frame_offsets, c10::IntArrayRef scales,
                                    int64_t patch_size);
+
+// A checked select_step call: output, workspaces and contiguous inputs kept alive with the params.
+struct SelectCall {
+  at::Tensor fed, scores, picks, selected;
+  at::Tensor logits, loss_pred, requirement, uniforms;
+  select::Params params;
+};
+
+SelectCall prepare_select_step(const at::Tensor& logits, const at::Tensor& loss_pred,
+                               const std::optional<at::Tensor>& requirement,
+                               const std::optional<at::Tensor>& uniforms, const at::Tensor& used,
+                               const at::Tensor& n, const at::Tensor& finished, const at::Tensor& done,
+                               const at::Tensor& tokens, const at::Tensor& leftover_ids,
+                               const at::Tensor& leftover_len, int64_t budget, bool first, bool coupled,
+                               double temperature, int64_t top_k);
 
 }  // namespace autogaze

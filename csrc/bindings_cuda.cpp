@@ -8,6 +8,7 @@
 
 #include "bindings.h"
 #include "patches/patches.h"
+#include "select/select.h"
 
 namespace autogaze {
 namespace {
@@ -31,11 +32,30 @@ at::Tensor gather_patches_cuda(const at::Tensor& video, const at::Tensor& ids,
   return call.out;
 }
 
+at::Tensor select_step_cuda(const at::Tensor& logits, const at::Tensor& loss_pred,
+                            const std::optional<at::Tensor>& requirement,
+                            const std::optional<at::Tensor>& uniforms, at::Tensor& used, at::Tensor& n,
+                            at::Tensor& finished, at::Tensor& done, at::Tensor& tokens,
+                            at::Tensor& leftover_ids, at::Tensor& leftover_len, int64_t budget, bool first,
+                            bool coupled, double temperature, int64_t top_k) {
+  constexpr int64_t kMaxCoupledBatch = 1024;  // select_cuda.cu: 128 threads x 8 samples
+  TORCH_CHECK_VALUE(!coupled || logits.size(0) <= kMaxCoupledBatch, "select_step: the coupled mode on CUDA takes at most ",
+                    kMaxCoupledBatch, " samples, got ", logits.size(0));
+  const SelectCall call = prepare_select_step(logits, loss_pred, requirement, uniforms, used, n, finished,
+                                              done, tokens, leftover_ids, leftover_len, budget, first,
+                                              coupled, temperature, top_k);
+  const c10::cuda::CUDAGuard guard(logits.device());
+  select::select_cuda(call.params, c10::cuda::getCurrentCUDAStream().stream());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return call.fed;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(autogaze_ext, CUDA, m) {
   m.impl("multiscale_patches", &multiscale_patches_cuda);
   m.impl("gather_patches", &gather_patches_cuda);
+  m.impl("select_step", &select_step_cuda);
 }
 
 }  // namespace autogaze

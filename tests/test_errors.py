@@ -445,3 +445,8 @@ def test_gaze_takes_one_ratio_and_requirement(model, frames):
         gaze(frames, model, gazing_ratio=[0.5] * len(frames))
     with pytest.raises(TypeError, match="task_loss_requirement of gaze"):
         gaze(frames, model, gazing_ratio=0.5, task_loss_requirement=torch.ones(1, len(frames)))
+
+
+def test_bad_backend(model, video):
+    with pytest.raises(ValueError, match="backend must be one of"):
+        model(video, gazing_ratio=0.5, backend="fast")

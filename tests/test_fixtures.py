@@ -65,16 +65,22 @@ def assert_padding_free_form_agrees(out):
     assert out["frame_offsets"].tolist() == offsets
 
 
-def test_ratio05_with_requirement(model, cases, calls, clip):
-    out = model(clip, gazing_ratio=0.5, task_loss_requirement=calls["task_loss_requirement"])
+BACKENDS = pytest.mark.parametrize("backend", ["reference", "native"])
+
+
+@BACKENDS
+def test_ratio05_with_requirement(model, cases, calls, clip, backend):
+    out = model(clip, gazing_ratio=0.5, task_loss_requirement=calls["task_loss_requirement"],
+                backend=backend)
     assert_case(out, cases, "ratio05_tlr")
     real = out["frame_offsets"].diff().tolist()
     assert real == calls["cases"]["ratio05_tlr"]["real_per_frame"]
     assert torch.equal(out["task_loss_requirement"], torch.full((1, 16), 0.45))
 
 
-def test_ratio01(model, cases, clip):
-    out = model(clip, gazing_ratio=0.1)
+@BACKENDS
+def test_ratio01(model, cases, clip, backend):
+    out = model(clip, gazing_ratio=0.1, backend=backend)
     assert_case(out, cases, "ratio01")
     assert out["num_gazing_each_frame"].tolist() == [26] * 16
     assert not out["if_padded_gazing"].any()
@@ -86,9 +92,11 @@ def test_official_dict_input(model, cases, clip):
     assert torch.equal(out["gazing_pos"], cases["ratio01.gazing_pos"])
 
 
-def test_batch2_official_batching(model, cases, clip):
+@BACKENDS
+def test_batch2_official_batching(model, cases, clip, backend):
     video = torch.cat([clip, clip.flip(-1)])
-    out = model(video, gazing_ratio=0.5, task_loss_requirement=0.45, official_batching=True)
+    out = model(video, gazing_ratio=0.5, task_loss_requirement=0.45, official_batching=True,
+                backend=backend)
     assert_case(out, cases, "batch2_ratio05_tlr")
 
 
@@ -119,22 +127,24 @@ def test_score_accepts_generation_output(model, cases, clip):
     torch.testing.assert_close(out["log_action_probs"], expected, atol=1e-4, rtol=0)
 
 
-def test_streaming_equals_offline(model, cases, clip):
+@BACKENDS
+def test_streaming_equals_offline(model, cases, clip, backend):
     state = model.init_stream(1)
     pieces = []
     for t in range(clip.shape[1]):
-        out = model.stream_step(clip[:, t], state, gazing_ratio=0.1)
+        out = model.stream_step(clip[:, t], state, gazing_ratio=0.1, backend=backend)
         assert out["gazing_pos"].max() < model.num_tokens  # frame-local ids
         pieces.append(out["gazing_pos"] + model.num_tokens * t)
     assert torch.equal(torch.cat(pieces, 1), cases["streaming_ratio01.gazing_pos"])
 
 
+@BACKENDS
 @pytest.mark.parametrize("official_batching", [True, False])
-def test_res392_patch14_tiling(model, cases, official_batching):
+def test_res392_patch14_tiling(model, cases, official_batching, backend):
     video = cases["pixel_values_392"].float()
     out = model(video, gazing_ratio=0.5, task_loss_requirement=0.45,
                 target_scales=[56, 112, 196, 392], target_patch_size=14,
-                official_batching=official_batching)
+                official_batching=official_batching, backend=backend)
     assert out["num_vision_tokens_each_frame"] == 1060
     assert [m.shape[-1] for m in out["gazing_mask"]] == [16, 64, 196, 784]
     assert_case(out, cases, "res392_p14")
@@ -169,12 +179,15 @@ def test_fixture_cases_on_cuda(cases, calls, clip):
     """The same exact ids on a GPU (no early exit there: the no-op steps run on device)."""
     model = AutoGaze.from_pretrained(DATA / "autogaze_model", device="cuda")
     video = clip.cuda()
-    out = model(video, gazing_ratio=0.5, task_loss_requirement=calls["task_loss_requirement"])
-    assert_case(_cpu(out), cases, "ratio05_tlr")
-    assert_case(_cpu(model(video, gazing_ratio=0.1)), cases, "ratio01")
-    pair = torch.cat([video, video.flip(-1)])
-    out = model(pair, gazing_ratio=0.5, task_loss_requirement=0.45, official_batching=True)
-    assert_case(_cpu(out), cases, "batch2_ratio05_tlr")
+    for backend in ("reference", "native"):
+        out = model(video, gazing_ratio=0.5, task_loss_requirement=calls["task_loss_requirement"],
+                    backend=backend)
+        assert_case(_cpu(out), cases, "ratio05_tlr")
+        assert_case(_cpu(model(video, gazing_ratio=0.1, backend=backend)), cases, "ratio01")
+        pair = torch.cat([video, video.flip(-1)])
+        out = model(pair, gazing_ratio=0.5, task_loss_requirement=0.45, official_batching=True,
+                    backend=backend)
+        assert_case(_cpu(out), cases, "batch2_ratio05_tlr")
     out = model(cases["pixel_values_392"].float().cuda(), gazing_ratio=0.5,
                 task_loss_requirement=0.45, target_scales=[56, 112, 196, 392],
                 target_patch_size=14, official_batching=True)

@@ -40,7 +40,7 @@ def _clips(video: torch.Tensor, clip_len: int) -> torch.Tensor:
 
 def gaze(frames, model: AutoGaze, gazing_ratio=None, task_loss_requirement=None, mode="resize",
          device=None, clip_len=None, batch_size=16, official_batching=False, do_sample=False,
-         temperature=1.0, generator=None) -> GazeOutput:
+         temperature=1.0, generator=None, backend="auto") -> GazeOutput:
     """Gaze a whole video in one call.
 
     frames: uint8 (T,H,W,3), numpy or torch, any length and size. The video is cut into clips of
@@ -69,7 +69,7 @@ def gaze(frames, model: AutoGaze, gazing_ratio=None, task_loss_requirement=None,
         raise TypeError("task_loss_requirement of gaze() must be one number for the whole video")
     if device is not None:
         model.to(device)
-    sampling = budgets.check_sampling(do_sample, temperature, generator)
+    sampling = budgets.check_sampling(do_sample, temperature, generator, backend)
     total = frames.shape[0]
     size = model.config.vision.input_img_size
     rows = cols = 1

@@ -8,15 +8,17 @@ from collections.abc import Sequence
 import torch
 
 from .config import AutoGazeConfig
-from .generation import Sampling
+from .generation import BACKENDS, Sampling
 
 
-def check_sampling(do_sample, temperature, generator) -> Sampling:
+def check_sampling(do_sample, temperature, generator, backend="auto") -> Sampling:
     if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature <= 0:
         raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-    return Sampling(bool(do_sample), float(temperature), generator)
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    return Sampling(bool(do_sample), float(temperature), generator, backend)
 
 
 def _check_ratio(value) -> float:

@@ -29,9 +29,11 @@ TOP_K = 50  # the official sampler's top-k (HF default, spec §6.4 step 3)
 
 @dataclass
 class Sampling:
+    """How ids are chosen (greedy or sampled) and by which implementation of the step."""
     do_sample: bool = False
     temperature: float = 1.0
     generator: torch.Generator | None = None
+    backend: str = "auto"
 
 
 @dataclass
@@ -42,6 +44,28 @@ class DecodeState:
     leftover_ids: torch.Tensor  # (B,K) long: last step of the previous frame, EOS-padded
     leftover_len: torch.Tensor  # (B,) long
     has_leftover: bool = False
+
+
+BACKENDS = ("auto", "reference", "native")
+
+
+def selection_op(backend: str, device: torch.device):
+    """The selection step to use: ``reference.select_step`` or the native op.
+
+    ``auto`` takes the native op on the CPU when the extension is built. On CUDA it stays on the
+    reference until the CUDA kernel has been verified on a GPU (ask for ``native`` to try it).
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "reference" or (backend == "auto" and device.type != "cpu"):
+        return reference.select_step
+    try:
+        from . import ops
+    except ImportError:
+        if backend == "native":
+            raise
+        return reference.select_step
+    return ops.select_step
 
 
 def new_state(decoder: GazeDecoder, batch: int, capacity: int) -> DecodeState:

@@ -17,7 +17,8 @@ from .checkpoint import load_safetensors, resolve_checkpoint_dir, save_safetenso
 from .config import AutoGazeConfig
 from .decoder import GazeDecoder
 from .encoder import Connector, ShallowVideoConvNet
-from .generation import DecodeState, Sampling, frame_capacity, gaze_frame, new_state
+from .generation import (DecodeState, Sampling, frame_capacity, gaze_frame, new_state,
+                         selection_op)
 from .layout import (GazeOutput, assemble, cut_tiles, from_mask, merge_tile_masks, tile_grid,
                      unpad)
 from .preprocess import ProcessorConfig, preprocess
@@ -171,7 +172,7 @@ class AutoGaze(nn.Module):
     @torch.no_grad()
     def forward(self, video, gazing_ratio=None, task_loss_requirement=None, target_scales=None,
                 target_patch_size=None, do_sample=False, temperature=1.0, generator=None,
-                official_batching=False) -> GazeOutput:
+                official_batching=False, backend="auto") -> GazeOutput:
         """Gaze a preprocessed video.
 
         video: (B,T,3,H,W) float (or ``{"video": video}``). gazing_ratio: float in (0,1] or a
@@ -186,7 +187,7 @@ class AutoGaze(nn.Module):
         (B,T,n_s)) and the padding-free ``ids`` (L,) and ``frame_offsets`` (B·T+1,).
         """
         video = self._check_video(video)
-        sampling = budgets.check_sampling(do_sample, temperature, generator)
+        sampling = budgets.check_sampling(do_sample, temperature, generator, backend)
         with exact_float32(self.dtype == torch.float32):
             if target_scales is not None or target_patch_size is not None:
                 tiled = self._tiled(video, gazing_ratio, task_loss_requirement, target_scales,
@@ -220,7 +221,8 @@ class AutoGaze(nn.Module):
         for t, budget in enumerate(frame_budgets):
             req = None if requirement is None else requirement[:, t]
             tok, n = gaze_frame(decoder, state, vision[:, t], budget, req, sampling, coupled,
-                                early_exit=video.device.type == "cpu")
+                                early_exit=video.device.type == "cpu",
+                                select=selection_op(sampling.backend, video.device))
             tokens.append(tok)
             counts.append(n)
         return tokens, counts, requirement
@@ -328,7 +330,7 @@ class AutoGaze(nn.Module):
     @torch.no_grad()
     def stream_step(self, frame, state: StreamState, gazing_ratio=None, task_loss_requirement=None,
                     do_sample=False, temperature=1.0, generator=None,
-                    official_batching=False) -> GazeOutput:
+                    official_batching=False, backend="auto") -> GazeOutput:
         """Gaze one preprocessed frame (B,3,H,W) of a stream; ids are frame-local (0…N−1)."""
         if not isinstance(frame, torch.Tensor) or frame.dim() != 4:
             raise ValueError(f"frame must be a tensor (B,3,H,W), got "
@@ -337,7 +339,7 @@ class AutoGaze(nn.Module):
             raise ValueError(f"frame has batch {frame.shape[0]}, the stream was started with "
                              f"{state.decode.valid_count.shape[0]}")
         video = self._check_video(frame.unsqueeze(1), name="frame")
-        sampling = budgets.check_sampling(do_sample, temperature, generator)
+        sampling = budgets.check_sampling(do_sample, temperature, generator, backend)
         frame_budgets, requirement = budgets.resolve(
             self.config, gazing_ratio, task_loss_requirement, video.shape[0], 1, video.device,
             sampling.generator)  # before touching the state: a rejected call leaves it intact
@@ -346,7 +348,8 @@ class AutoGaze(nn.Module):
             req = None if requirement is None else requirement[:, 0]
             tok, n = gaze_frame(self.gazing_model.gaze_decoder, state.decode, vision[:, 0],
                                 frame_budgets[0], req, sampling, official_batching,
-                                early_exit=video.device.type == "cpu")
+                                early_exit=video.device.type == "cpu",
+                                select=selection_op(sampling.backend, video.device))
         state.frames_seen += 1
         eos = self.gazing_model.gaze_decoder.cfg.eos_token_id
         return self._output(assemble([tok], [n], self.num_tokens, self.config.tokens_per_scale, eos),

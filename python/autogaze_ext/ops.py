@@ -20,7 +20,7 @@ except ImportError as error:  # pragma: no cover - depends on the install
         "`pip install --no-build-isolation .` in the environment of the torch you use"
     ) from error
 
-__all__ = ["build_info", "multiscale_patches", "gather_patches"]
+__all__ = ["build_info", "multiscale_patches", "gather_patches", "select_step"]
 
 _VIDEO_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _MAX_SCALES = 16  # patches::kMaxScales
@@ -117,3 +117,24 @@ def _gather_patches_fake(video, ids, frame_offsets, scales, patch_size):
             f"{list(video.shape)}, got {frame_offsets.shape[0]}"
         )
     return video.new_empty((ids.shape[0], C * patch_size * patch_size))
+
+
+def select_step(logits, loss_pred, requirement, uniforms, used, n, finished, done, tokens,
+                leftover_ids, leftover_len, budget: int, first: bool, coupled: bool,
+                temperature: float = 1.0, top_k: int = 50) -> torch.Tensor:
+    """One gaze selection step, updating the frame state in place; returns the ids to feed (B,K).
+
+    Same arguments and semantics as ``autogaze_ext.reference.select_step`` (see there). The state
+    tensors (used, n, finished, done, tokens, leftover_ids, leftover_len) must be contiguous.
+    """
+    return torch.ops.autogaze_ext.select_step(logits, loss_pred, requirement, uniforms, used, n,
+                                              finished, done, tokens, leftover_ids, leftover_len,
+                                              budget, first, coupled, temperature, top_k)
+
+
+@torch.library.register_fake("autogaze_ext::select_step")
+def _select_step_fake(logits, loss_pred, requirement, uniforms, used, n, finished, done, tokens,
+                      leftover_ids, leftover_len, budget, first, coupled, temperature, top_k):
+    if logits.dim() != 3:
+        raise ValueError(f"select_step: logits must be (B, K, V), got shape {list(logits.shape)}")
+    return logits.new_empty(logits.shape[:2], dtype=torch.int64)

@@ -111,6 +111,7 @@ def select_step(logits, loss_pred, requirement, uniforms, used, n, finished, don
     keep = active[:, None] & selected
     tokens.scatter_(1, where, torch.where(keep, ids, tokens.gather(1, where)))
     used.scatter_(1, torch.where(keep, ids, eos), True)
+    used[:, eos] = True  # EOS is always banned; keeps the state canonical
     n += torch.where(active, count, 0)
     ending = active & over
     leftover_ids.copy_(torch.where(ending[:, None], ids, leftover_ids))
