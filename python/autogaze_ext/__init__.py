@@ -11,6 +11,7 @@ from .config import AutoGazeConfig
 from .layout import GazeOutput
 from .model import AutoGaze
 from .preprocess import ProcessorConfig, preprocess
+from .siglip import SparseSiglipVisionModel
 from .video import example_clip_path, read_video, synthetic_video
 
 
@@ -21,5 +22,5 @@ def build_info() -> dict:
     return _build_info()
 
 
-__all__ = ["AutoGaze", "AutoGazeConfig", "GazeOutput", "ProcessorConfig", "build_info",
-           "example_clip_path", "gaze", "preprocess", "read_video", "synthetic_video"]
+__all__ = ["AutoGaze", "AutoGazeConfig", "GazeOutput", "ProcessorConfig", "SparseSiglipVisionModel",
+           "build_info", "example_clip_path", "gaze", "preprocess", "read_video", "synthetic_video"]
