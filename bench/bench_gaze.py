@@ -8,14 +8,13 @@ the conv encoder, and the whole model call (encoder + decode).
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 import torch
 
-from autogaze_ext import AutoGaze, read_video, example_clip_path
+from autogaze_ext import AutoGaze, example_clip_path, read_video
+from common import MODEL, first_clip
 
-MODEL = Path(__file__).resolve().parents[1] / "tests" / "data" / "reference" / "autogaze_model"
 DEVICE = os.environ.get("AUTOGAZE_BENCH_DEVICE", "cpu")
 
 
@@ -26,12 +25,13 @@ def model():
 
 @pytest.fixture(scope="module")
 def frames():
+    pytest.importorskip("av", reason="reading the clip needs PyAV")
     return read_video(example_clip_path(), num_frames=16)
 
 
 @pytest.fixture(scope="module")
-def clip(model, frames):
-    return model.preprocess(frames)[None].to(DEVICE)
+def clip(model):
+    return first_clip(model).to(DEVICE)
 
 
 def _run(fn):

@@ -12,14 +12,12 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
 import autogaze_ext as ag
 from autogaze_ext import generation
-
-MODEL = Path(__file__).resolve().parents[1] / "tests" / "data" / "reference" / "autogaze_model"
+from common import MODEL, first_clip
 
 
 class StageClock:
@@ -77,8 +75,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     model = ag.AutoGaze.from_pretrained(MODEL, device=args.device)
-    frames = ag.read_video(ag.example_clip_path(), num_frames=16)
-    clip = model.preprocess(frames)[None].expand(args.batch, -1, -1, -1, -1).to(args.device)
+    clip = first_clip(model).expand(args.batch, -1, -1, -1, -1).to(args.device)
     print(f"device {args.device} ({torch.cuda.get_device_name() if args.device == 'cuda' else 'cpu'}), "
           f"batch {args.batch}, torch {torch.__version__}, threads {torch.get_num_threads()}")
     print(f"{'ratio':>5} {'backend':>9} | {'encoder':>8} {'prefill':>8} {'decode':>8} {'total':>8} "
