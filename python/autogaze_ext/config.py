@@ -80,9 +80,14 @@ class VisionConfig:
 
 
 def parse_scales(scales) -> list[int]:
-    """``"32+64+112+224"`` or a sequence of ints → sorted list of ints."""
+    """``"32+64+112+224"``, an int or a sequence of ints → sorted list of ints."""
     if isinstance(scales, str):
-        values = [int(s) for s in scales.split("+") if s.strip()]
+        try:
+            values = [int(s) for s in scales.split("+") if s.strip()]
+        except ValueError:
+            raise ValueError(f"scales must be like '32+64+112+224', got {scales!r}") from None
+    elif isinstance(scales, int):
+        values = [scales]
     else:
         values = [int(s) for s in scales]
     if not values or any(s <= 0 for s in values):

@@ -9,14 +9,18 @@ import torch
 import torch.nn.functional as F
 
 
-class GazeOutput(dict):
-    """The gazing result: a dict (official keys) whose fields are also readable as attributes."""
+class AttrDict(dict):
+    """A dict whose fields are also readable as attributes (the results of the models)."""
 
     def __getattr__(self, name):
         try:
             return self[name]
         except KeyError:
             raise AttributeError(name) from None
+
+
+class GazeOutput(AttrDict):
+    """The gazing result: the official keys plus the padding-free ``ids``/``frame_offsets``."""
 
 
 def split_mask(mask: torch.Tensor, per_scale: list[int]) -> list[torch.Tensor]:

@@ -23,7 +23,8 @@ import torch.nn.functional as F
 
 from . import ops
 from .checkpoint import load_safetensors
-from .layout import unpad
+from .config import parse_scales
+from .layout import AttrDict, unpad
 from .varlen import Packed, pack, varlen_attention
 
 __all__ = ["SiglipVisionSettings", "SparseSiglipVisionModel", "SiglipOutput"]
@@ -38,33 +39,8 @@ _ACTS = {
 }
 
 
-class SiglipOutput(dict):
-    """Result of ``SparseSiglipVisionModel``: a dict whose fields are also attributes."""
-
-    def __getattr__(self, name):
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-
-def parse_scales(scales, image_size: int) -> list[int]:
-    """'32+64+112+224' / [..] / int / None (→ [image_size]) → sorted ascending ints."""
-    if scales is None:
-        return [int(image_size)]
-    if isinstance(scales, str):
-        parts = [p for p in scales.split("+") if p.strip()]
-        try:
-            values = [int(p) for p in parts]
-        except ValueError:
-            raise ValueError(f"scales must be like '32+64+112+224', got {scales!r}") from None
-    elif isinstance(scales, int):
-        values = [scales]
-    else:
-        values = [int(s) for s in scales]
-    if not values:
-        raise ValueError(f"scales must name at least one size, got {scales!r}")
-    return sorted(values)
+class SiglipOutput(AttrDict):
+    """Result of ``SparseSiglipVisionModel``: packed features, pooled output, official layout."""
 
 
 @dataclass
@@ -95,8 +71,8 @@ class SiglipVisionSettings:
                  "attn_type", "frame_independent_encoding", "vision_use_head")
         kwargs = {k: raw[k] for k in names if raw.get(k) is not None}
         settings = cls(**kwargs)
-        settings.scales = parse_scales(scales if scales is not None else raw.get("scales"),
-                                       settings.image_size)
+        scales = scales if scales is not None else raw.get("scales")
+        settings.scales = parse_scales(settings.image_size if scales is None else scales)
         settings.validate()
         return settings
 
