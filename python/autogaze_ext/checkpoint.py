@@ -81,6 +81,26 @@ def save_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike,
             f.write(raw)
 
 
+def load_matching(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    """Load ``state`` into ``module`` after checking that keys and shapes match exactly.
+
+    Tensors are cast to the dtype of the parameter they replace; ``what`` names the config in
+    errors ("the config", "the SigLIP config").
+    """
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise ValueError(f"checkpoint does not match {what}: missing {missing[:8]}"
+                         f"{' …' if len(missing) > 8 else ''}, unexpected {unexpected[:8]}"
+                         f"{' …' if len(unexpected) > 8 else ''}")
+    for name, tensor in state.items():
+        if tuple(tensor.shape) != tuple(own[name].shape):
+            raise ValueError(f"checkpoint tensor {name} has shape {tuple(tensor.shape)}, {what} "
+                             f"expects {tuple(own[name].shape)}")
+    module.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
+
+
 def resolve_checkpoint_dir(path_or_id: str | os.PathLike, required=("config.json",)) -> Path:
     """Return a local folder for ``path_or_id``: an existing folder, or a Hugging Face hub id.
 

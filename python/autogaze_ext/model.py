@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import budget as budgets
-from .checkpoint import load_safetensors, resolve_checkpoint_dir, save_safetensors
+from .checkpoint import (load_matching, load_safetensors, resolve_checkpoint_dir,
+                         save_safetensors)
 from .config import AutoGazeConfig
 from .decoder import GazeDecoder
 from .encoder import Connector, ShallowVideoConvNet
@@ -87,18 +88,7 @@ class AutoGaze(nn.Module):
 
     def load_weights(self, state: dict[str, torch.Tensor]) -> None:
         """Load a state dict with the official keys; every key and shape must match."""
-        own = self.state_dict()
-        missing = sorted(set(own) - set(state))
-        unexpected = sorted(set(state) - set(own))
-        if missing or unexpected:
-            raise ValueError(f"checkpoint does not match the config: missing {missing[:8]}"
-                             f"{'…' if len(missing) > 8 else ''}, unexpected {unexpected[:8]}"
-                             f"{'…' if len(unexpected) > 8 else ''}")
-        for name, tensor in state.items():
-            if tuple(tensor.shape) != tuple(own[name].shape):
-                raise ValueError(f"checkpoint tensor {name} has shape {tuple(tensor.shape)}, "
-                                 f"the config expects {tuple(own[name].shape)}")
-        self.load_state_dict({k: v.float() for k, v in state.items()})
+        load_matching(self, state, "the config")
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
         """Write config.json, model.safetensors and preprocessor_config.json (official format)."""

@@ -22,7 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import ops
-from .checkpoint import load_safetensors
+from .checkpoint import load_matching, load_safetensors
 from .config import parse_scales
 from .layout import AttrDict, unpad
 from .varlen import Packed, pack, varlen_attention
@@ -293,7 +293,6 @@ class SparseSiglipVisionModel(nn.Module):
     def load_weights(self, state: Mapping[str, torch.Tensor]) -> None:
         """Load a transformers-named state dict (``vision_model.*``; other keys of a full SigLIP
         checkpoint, such as ``text_model.*``, and the ``position_ids`` buffer are ignored)."""
-        own = self.state_dict()
         picked = {}
         for name, tensor in state.items():
             if name.startswith("model.vision_model."):  # some exports prefix the tower
@@ -303,17 +302,7 @@ class SparseSiglipVisionModel(nn.Module):
             if name.startswith("vision_model.head.") and not self.config.vision_use_head:
                 continue
             picked[name] = tensor
-        missing = sorted(set(own) - set(picked))
-        unexpected = sorted(set(picked) - set(own))
-        if missing or unexpected:
-            raise ValueError(f"checkpoint does not match the SigLIP config: missing {missing[:8]}"
-                             f"{' …' if len(missing) > 8 else ''}, unexpected {unexpected[:8]}"
-                             f"{' …' if len(unexpected) > 8 else ''}")
-        for name, tensor in picked.items():
-            if tuple(tensor.shape) != tuple(own[name].shape):
-                raise ValueError(f"checkpoint tensor {name} has shape {list(tensor.shape)}, the config "
-                                 f"needs {list(own[name].shape)}")
-        self.load_state_dict({k: v.to(own[k].dtype) for k, v in picked.items()})
+        load_matching(self, picked, "the SigLIP config")
 
     @property
     def scales(self) -> list[int]:
