@@ -328,3 +328,105 @@ PYBIND11_MODULE(_C, m) {
       },
       "How this extension was built: version, cuda, cuda_version, cuda_archs, torch_version, cxx_compiler.");
 }
+
+// ---- varlen_attention (csrc/attention) ----------------------------------------------------------
+#include "attention/attention_rules.h"
+
+namespace autogaze {
+
+AttentionCall prepare_varlen_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                       const at::Tensor& key_lo, const at::Tensor& key_hi, double scale) {
+  constexpr const char* op = "varlen_attention";
+  for (const auto& [name, t] : {std::pair{"q", &q}, std::pair{"k", &k}, std::pair{"v", &v}}) {
+    TORCH_CHECK_VALUE(t->dim() == 3, op, ": ", name, " must be 3-D (L, heads, head_dim), got shape ",
+                      t->sizes());
+    TORCH_CHECK_VALUE(t->device() == q.device(), op, ": ", name, " must be on q's device (", q.device(),
+                      "), got ", t->device());
+  }
+  const auto type = q.scalar_type();
+  TORCH_CHECK_TYPE(type == at::kFloat || type == at::kBFloat16 || type == at::kHalf, op,
+                   ": q must be float32, bfloat16 or float16, got ", dtype_name(type));
+  TORCH_CHECK_TYPE(k.scalar_type() == type && v.scalar_type() == type, op,
+                   ": q, k and v must have the same dtype, got ", dtype_name(type), ", ",
+                   dtype_name(k.scalar_type()), ", ", dtype_name(v.scalar_type()));
+  const int64_t L = q.size(0), H = q.size(1), D = q.size(2), Hkv = k.size(1);
+  TORCH_CHECK_VALUE(H > 0 && D > 0, op, ": q needs heads > 0 and head_dim > 0, got shape ", q.sizes());
+  TORCH_CHECK_VALUE(k.size(0) == L && k.size(2) == D && Hkv > 0, op,
+                    ": k must be (L, kv_heads, head_dim) = (", L, ", kv_heads > 0, ", D, ") for q of shape ",
+                    q.sizes(), ", got ", k.sizes());
+  TORCH_CHECK_VALUE(v.sizes() == k.sizes(), op, ": v must have k's shape ", k.sizes(), ", got ", v.sizes());
+  TORCH_CHECK_VALUE(H % Hkv == 0, op, ": q's heads (", H, ") must be a multiple of k's and v's kv_heads (",
+                    Hkv, ")");
+  constexpr int64_t kMaxInt = std::numeric_limits<int>::max();
+  TORCH_CHECK_VALUE(H <= kMaxInt && D <= kMaxInt, op, ": heads and head_dim must fit in int32, got shape ",
+                    q.sizes());
+  for (const auto& [name, t] : {std::pair{"key_lo", &key_lo}, std::pair{"key_hi", &key_hi}}) {
+    TORCH_CHECK_TYPE(t->scalar_type() == at::kLong, op, ": ", name, " must be int64, got ",
+                     dtype_name(t->scalar_type()));
+    TORCH_CHECK_VALUE(t->dim() == 1 && t->size(0) == L, op, ": ", name, " must have shape (L,) = (", L,
+                      ",), got ", t->sizes());
+    TORCH_CHECK_VALUE(t->device() == q.device(), op, ": ", name, " must be on q's device (", q.device(),
+                      "), got ", t->device());
+  }
+
+  AttentionCall call;
+  call.q = q.contiguous();
+  call.k = k.contiguous();
+  call.v = v.contiguous();
+  call.key_lo = key_lo.contiguous();
+  call.key_hi = key_hi.contiguous();
+  if (q.is_cpu()) {
+    const int64_t* lo = call.key_lo.const_data_ptr<int64_t>();
+    const int64_t* hi = call.key_hi.const_data_ptr<int64_t>();
+    for (int64_t i = 0; i < L; ++i)
+      TORCH_CHECK_VALUE(attention::valid_range(lo[i], hi[i], L), op, ": query ", i,
+                        " must see at least one key: need 0 <= key_lo[i] < key_hi[i] <= L = ", L,
+                        ", got key_lo[", i, "] = ", lo[i], ", key_hi[", i, "] = ", hi[i]);
+  }
+  call.out = at::empty({L, H, D}, q.options());
+
+  attention::Params& p = call.params;
+  p.q = call.q.const_data_ptr();
+  p.k = call.k.const_data_ptr();
+  p.v = call.v.const_data_ptr();
+  p.out = call.out.mutable_data_ptr();
+  p.key_lo = call.key_lo.const_data_ptr<int64_t>();
+  p.key_hi = call.key_hi.const_data_ptr<int64_t>();
+  p.dtype = type == at::kFloat ? DType::kFloat32 : type == at::kBFloat16 ? DType::kBFloat16 : DType::kFloat16;
+  p.length = L;
+  p.heads = static_cast<int>(H);
+  p.kv_heads = static_cast<int>(Hkv);
+  p.head_dim = static_cast<int>(D);
+  p.scale = static_cast<float>(scale);
+  return call;
+}
+
+namespace {
+
+at::Tensor varlen_attention_cpu(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                const at::Tensor& key_lo, const at::Tensor& key_hi, double scale) {
+  const AttentionCall call = prepare_varlen_attention(q, k, v, key_lo, key_hi, scale);
+  const attention::Params& p = call.params;
+  const int64_t rows = p.length * p.heads;
+  at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) { attention::attention_cpu(p, begin, end); });
+  return call.out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(autogaze_ext, m) {
+  m.set_python_module("autogaze_ext.ops");
+  m.def("varlen_attention(Tensor q, Tensor k, Tensor v, Tensor key_lo, Tensor key_hi, float scale) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(autogaze_ext, CPU, m) { m.impl("varlen_attention", &varlen_attention_cpu); }
+
+#ifndef AUTOGAZE_WITH_CUDA
+TORCH_LIBRARY_IMPL(autogaze_ext, CUDA, m) {
+  m.impl("varlen_attention",
+         [](const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+            double) -> at::Tensor { no_cuda_kernels("varlen_attention"); });
+}
+#endif
+
+}  // namespace autogaze

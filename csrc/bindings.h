@@ -46,3 +46,23 @@ SelectCall prepare_select_step(const at::Tensor& logits, const at::Tensor& loss_
                                double temperature, int64_t top_k);
 
 }  // namespace autogaze
+
+// ---- varlen_attention (csrc/attention) ----------------------------------------------------------
+#include "attention/attention.h"
+
+namespace autogaze {
+
+// A checked varlen_attention call: output, contiguous inputs kept alive with the params.
+struct AttentionCall {
+  at::Tensor out;
+  at::Tensor q, k, v, key_lo, key_hi;
+  attention::Params params;
+};
+
+// q (L, H, D), k / v (L, Hkv, D), key_lo / key_hi (L,) int64 -> out (L, H, D). The range values
+// (0 <= lo < hi <= L) are checked only for CPU tensors (on CUDA that needs a sync; they are
+// trusted there).
+AttentionCall prepare_varlen_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                       const at::Tensor& key_lo, const at::Tensor& key_hi, double scale);
+
+}  // namespace autogaze

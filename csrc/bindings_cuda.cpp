@@ -59,3 +59,28 @@ TORCH_LIBRARY_IMPL(autogaze_ext, CUDA, m) {
 }
 
 }  // namespace autogaze
+
+// ---- varlen_attention (csrc/attention) ----------------------------------------------------------
+
+namespace autogaze {
+namespace {
+
+at::Tensor varlen_attention_cuda(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                 const at::Tensor& key_lo, const at::Tensor& key_hi, double scale) {
+  TORCH_CHECK_VALUE(q.dim() != 3 || q.size(2) <= attention::kMaxHeadDimCuda,
+                    "varlen_attention: head_dim must be at most ", attention::kMaxHeadDimCuda,
+                    " on CUDA, got q of shape ", q.sizes());
+  TORCH_CHECK_VALUE(q.dim() != 3 || q.size(1) <= 65535, "varlen_attention: heads must be at most 65535 on CUDA, got q of shape ",
+                    q.sizes());
+  const AttentionCall call = prepare_varlen_attention(q, k, v, key_lo, key_hi, scale);
+  const c10::cuda::CUDAGuard guard(q.device());
+  attention::attention_cuda(call.params, c10::cuda::getCurrentCUDAStream().stream());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return call.out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(autogaze_ext, CUDA, m) { m.impl("varlen_attention", &varlen_attention_cuda); }
+
+}  // namespace autogaze

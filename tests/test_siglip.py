@@ -228,3 +228,11 @@ def test_bad_inputs(model, video, official_gaze):
         coarse(clip, {**gaze, "gazing_mask": [torch.zeros(1, 2, 4), torch.zeros(1, 2, 16)]})
     with pytest.raises(ValueError, match=r"ids must lie in \[0, N = 245\)"):
         coarse(video, official_gaze)
+
+
+def test_native_attention_backend_matches(model, video, official_gaze):
+    """The packed tower with the native varlen attention kernel equals the per-clip SDPA path."""
+    ref = model(video, official_gaze, backend="reference")
+    nat = model(video, official_gaze, backend="native")
+    torch.testing.assert_close(nat["features"], ref["features"], atol=1e-4, rtol=0)
+    torch.testing.assert_close(nat["pooler_output"], ref["pooler_output"], atol=1e-4, rtol=0)

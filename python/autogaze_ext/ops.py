@@ -138,3 +138,126 @@ def _select_step_fake(logits, loss_pred, requirement, uniforms, used, n, finishe
     if logits.dim() != 3:
         raise ValueError(f"select_step: logits must be (B, K, V), got shape {list(logits.shape)}")
     return logits.new_empty(logits.shape[:2], dtype=torch.int64)
+
+
+# ---- varlen_attention ---------------------------------------------------------------------------
+
+__all__ += ["varlen_attention", "key_ranges", "ATTENTION_MODES"]
+
+ATTENTION_MODES = ("block_causal", "causal", "bidirectional", "frame")
+
+
+def key_ranges(layout, frame_offsets: torch.Tensor | None = None, mode: str = "block_causal",
+               num_tokens: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each packed token's visible key range [key_lo, key_hi) for ``varlen_attention``.
+
+    Tokens are packed clip-major, then frame-major, so every mode is one contiguous range:
+
+    * ``block_causal``: [clip start, end of the token's frame)
+    * ``causal``: [clip start, i + 1)
+    * ``bidirectional``: [clip start, clip end)
+    * ``frame``: [start of the token's frame, end of the token's frame)
+
+    Args:
+        layout: a ``autogaze_ext.varlen.Packed`` (its ``cu_seqlens`` and ``frame_offsets`` are
+            used), or ``cu_seqlens`` (B+1,) integer clip token offsets from 0 to L.
+        frame_offsets: (F+1,) integer frame token offsets from 0 to L, frames nested in the clips
+            (e.g. B·T + 1 offsets of B clips of T frames); needed with ``cu_seqlens`` for the
+            ``block_causal`` and ``frame`` modes, ignored with a ``Packed``.
+        mode: one of ``ATTENTION_MODES``.
+        num_tokens: L; read from the offsets (a host sync on GPU) when not given.
+
+    Returns:
+        (key_lo, key_hi), two (L,) int64 tensors on the offsets' device. Vectorized, no loop.
+    """
+    if mode not in ATTENTION_MODES:
+        raise ValueError(f"key_ranges: mode must be one of {ATTENTION_MODES}, got {mode!r}")
+    if hasattr(layout, "cu_seqlens") and hasattr(layout, "frame_offsets"):  # a varlen.Packed
+        cu_seqlens, frame_offsets = layout.cu_seqlens, layout.frame_offsets
+        if num_tokens is None:
+            num_tokens = layout.num_tokens
+    else:
+        cu_seqlens = layout
+    for name, t in (("cu_seqlens", cu_seqlens), ("frame_offsets", frame_offsets)):
+        if t is None:
+            continue
+        if not isinstance(t, torch.Tensor) or t.dim() != 1 or t.shape[0] < 1 or t.is_floating_point():
+            raise ValueError(f"key_ranges: {name} must be a non-empty 1-D integer tensor, got "
+                             f"{getattr(t, 'shape', type(t))} {getattr(t, 'dtype', '')}")
+    if frame_offsets is None and mode in ("block_causal", "frame"):
+        raise ValueError(f"key_ranges: mode {mode!r} needs frame_offsets")
+    cu_seqlens = cu_seqlens.long()
+    device = cu_seqlens.device
+    if num_tokens is None:
+        num_tokens = int(cu_seqlens[-1])
+    clip = torch.repeat_interleave(torch.arange(cu_seqlens.shape[0] - 1, device=device), cu_seqlens.diff(),
+                                   output_size=num_tokens)
+    if mode == "frame":
+        key_lo = None
+    else:
+        key_lo = cu_seqlens[clip]
+    if mode == "causal":
+        key_hi = torch.arange(1, num_tokens + 1, device=device)
+    elif mode == "bidirectional":
+        key_hi = cu_seqlens[clip + 1]
+    else:
+        frame_offsets = frame_offsets.to(device=device, dtype=torch.long)
+        frame = torch.repeat_interleave(torch.arange(frame_offsets.shape[0] - 1, device=device),
+                                        frame_offsets.diff(), output_size=num_tokens)
+        key_hi = frame_offsets[frame + 1]
+        if mode == "frame":
+            key_lo = frame_offsets[frame]
+    return key_lo, key_hi
+
+
+def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_lo: torch.Tensor,
+                     key_hi: torch.Tensor, scale: float | None = None) -> torch.Tensor:
+    """Attention over packed varlen tokens, each query seeing one contiguous range of keys.
+
+    Args:
+        q: (L, H, D) float32, bfloat16 or float16.
+        k, v: (L, Hkv, D) of q's dtype, H % Hkv == 0 (grouped-query attention: head h reads kv
+            head h // (H // Hkv)). Any strides (non-contiguous inputs are copied).
+        key_lo, key_hi: (L,) int64: query i attends to keys [key_lo[i], key_hi[i]); every query
+            must see at least one key (0 <= lo < hi <= L). Checked for CPU tensors; trusted on
+            CUDA. See ``key_ranges`` for the block_causal / causal / bidirectional / frame modes.
+        scale: multiplies q·k; default 1/sqrt(D).
+
+    Returns:
+        (L, H, D) of q's dtype: softmax(scale · q kᵀ) v over each query's range, with float32
+        accumulation and a streaming (max-subtracted) softmax. CUDA: head_dim <= 128.
+        Ground truth: ``autogaze_ext.reference.varlen_attention``.
+    """
+    if scale is None:
+        scale = q.shape[-1] ** -0.5
+    return torch.ops.autogaze_ext.varlen_attention(q, k, v, key_lo, key_hi, float(scale))
+
+
+@torch.library.register_fake("autogaze_ext::varlen_attention")
+def _varlen_attention_fake(q, k, v, key_lo, key_hi, scale):
+    op = "varlen_attention"
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if t.dim() != 3:
+            raise ValueError(f"{op}: {name} must be 3-D (L, heads, head_dim), got shape {list(t.shape)}")
+        if t.device != q.device:
+            raise ValueError(f"{op}: {name} must be on q's device ({q.device}), got {t.device}")
+    if q.dtype not in _VIDEO_DTYPES:
+        raise TypeError(f"{op}: q must be float32, bfloat16 or float16, got {q.dtype}")
+    if k.dtype != q.dtype or v.dtype != q.dtype:
+        raise TypeError(f"{op}: q, k and v must have the same dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    L, H, D = q.shape
+    if H == 0 or D == 0:
+        raise ValueError(f"{op}: q needs heads > 0 and head_dim > 0, got shape {list(q.shape)}")
+    if k.shape[0] != L or k.shape[2] != D or k.shape[1] == 0:
+        raise ValueError(f"{op}: k must be (L, kv_heads, head_dim) = ({L}, kv_heads > 0, {D}) for q of shape "
+                         f"{list(q.shape)}, got {list(k.shape)}")
+    if v.shape != k.shape:
+        raise ValueError(f"{op}: v must have k's shape {list(k.shape)}, got {list(v.shape)}")
+    if H % k.shape[1]:
+        raise ValueError(f"{op}: q's heads ({H}) must be a multiple of k's and v's kv_heads ({k.shape[1]})")
+    for name, t in (("key_lo", key_lo), ("key_hi", key_hi)):
+        if t.dtype != torch.int64:
+            raise TypeError(f"{op}: {name} must be int64, got {t.dtype}")
+        if t.dim() != 1 or t.shape[0] != L:
+            raise ValueError(f"{op}: {name} must have shape (L,) = ({L},), got {list(t.shape)}")
+    return q.new_empty((L, H, D))

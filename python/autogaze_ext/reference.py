@@ -127,3 +127,28 @@ def _sample(row: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
     cdf = probs.cumsum(-1)
     target = (uniform * cdf[:, -1]).unsqueeze(-1)
     return torch.searchsorted(cdf, target, right=True).squeeze(-1).clamp(max=row.shape[-1] - 1)
+
+
+# ---- varlen_attention ---------------------------------------------------------------------------
+
+__all__ += ["varlen_attention"]
+
+
+def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_lo: torch.Tensor,
+                     key_hi: torch.Tensor, scale: float | None = None) -> torch.Tensor:
+    """Attention over packed tokens, query i seeing the keys [key_lo[i], key_hi[i]).
+
+    q (L, H, D), k / v (L, Hkv, D) with H % Hkv == 0 (head h reads kv head h // (H // Hkv)),
+    key_lo / key_hi (L,) integer, 0 <= lo < hi <= L. Returns (L, H, D) of q's dtype: a dense
+    (L, L) boolean mask from the ranges and one scaled_dot_product_attention in float32
+    (``scale`` defaults to 1/sqrt(D)), rounded once to q's dtype.
+    """
+    length, heads, head_dim = q.shape
+    group = heads // k.shape[1]
+    keys = torch.arange(length, device=q.device)
+    mask = (keys[None, :] >= key_lo[:, None]) & (keys[None, :] < key_hi[:, None])
+    qf, kf, vf = (t.float().transpose(0, 1) for t in (q, k, v))  # (heads, L, D)
+    kf = kf.repeat_interleave(group, dim=0)
+    vf = vf.repeat_interleave(group, dim=0)
+    out = F.scaled_dot_product_attention(qf, kf, vf, attn_mask=mask, scale=scale)
+    return out.transpose(0, 1).to(q.dtype)

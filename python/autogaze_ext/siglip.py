@@ -155,6 +155,7 @@ class SiglipAttention(nn.Module):
         self.v_proj = nn.Linear(d, d)
         self.q_proj = nn.Linear(d, d)
         self.out_proj = nn.Linear(d, d)
+        self.backend = "auto"  # of varlen_attention; set by SparseSiglipVisionModel.forward
 
     def forward(self, x: torch.Tensor, packed: Packed | None = None, mode: str = "block_causal",
                 mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -163,7 +164,7 @@ class SiglipAttention(nn.Module):
         q, k, v = (proj(x).view(shape) for proj in (self.q_proj, self.k_proj, self.v_proj))
         scale = self.head_dim ** -0.5
         if packed is not None:
-            out = varlen_attention(q, k, v, packed, mode, scale=scale)
+            out = varlen_attention(q, k, v, packed, mode, scale=scale, backend=self.backend)
         else:
             out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
                                                  attn_mask=mask, scale=scale).transpose(1, 2)
@@ -399,8 +400,12 @@ class SparseSiglipVisionModel(nn.Module):
         return ids, offsets, pad, counts_t
 
     # -- forward --
-    def forward(self, video: torch.Tensor, gaze: Mapping, official_pooling: bool = False) -> SiglipOutput:
+    def forward(self, video: torch.Tensor, gaze: Mapping, official_pooling: bool = False,
+                backend: str = "auto") -> SiglipOutput:
         """Encode the gazed patches.
+
+        ``backend`` of the packed attention (``varlen.varlen_attention``): ``auto``/``reference``
+        (per-clip SDPA) or ``native`` (the ``ops.varlen_attention`` kernel).
 
         Returns ``features`` (L, D) (real tokens, clip-major, generation order), ``cu_seqlens``
         (B+1,), ``frame_offsets``, ``packed`` (per-token indices), ``pooler_output`` (B, D) (None
@@ -413,6 +418,10 @@ class SparseSiglipVisionModel(nn.Module):
         """
         from .model import exact_float32
 
+        if backend not in ("auto", "reference", "native"):
+            raise ValueError(f"backend must be 'auto', 'reference' or 'native', got {backend!r}")
+        for layer in self.vision_model.encoder.layers:
+            layer.self_attn.backend = backend
         video = self._check_video(video)
         batch, frames = video.shape[:2]
         ids, offsets, pad, counts_t = self._gaze_fields(gaze, batch, frames, video.device)

@@ -150,14 +150,24 @@ def _visible(frame_q: torch.Tensor, frame_k: torch.Tensor, pos_q: torch.Tensor,
 
 
 def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, packed: Packed,
-                     mode: str = "block_causal", scale: float | None = None) -> torch.Tensor:
+                     mode: str = "block_causal", scale: float | None = None,
+                     backend: str = "auto") -> torch.Tensor:
     """Attention over packed clips. q, k, v (L, heads, head_dim) → (L, heads, head_dim_v).
 
-    CPU path: one ``scaled_dot_product_attention`` per clip with that clip's boolean mask (built
-    from its frame indices); nothing is materialised across clips. ``scale`` defaults to
-    1/√head_dim.
+    ``auto``/``reference``: one ``scaled_dot_product_attention`` per clip with that clip's boolean
+    mask (built from its frame indices); nothing is materialised across clips. ``native``: the
+    ``ops.varlen_attention`` kernel over per-token key ranges (no mask at all; not yet the default
+    on CUDA, where it awaits verification on a GPU). ``scale`` defaults to 1/√head_dim.
     """
     _check_qkv(q, k, v, packed, mode, "varlen_attention")
+    if backend not in ("auto", "reference", "native"):
+        raise ValueError(f"varlen_attention: backend must be 'auto', 'reference' or 'native', "
+                         f"got {backend!r}")
+    if backend == "native":
+        from . import ops
+        key_lo, key_hi = ops.key_ranges(packed, mode=mode)
+        scale = q.shape[-1] ** -0.5 if scale is None else scale
+        return ops.varlen_attention(q, k, v, key_lo, key_hi, scale)
     out = q.new_empty(q.shape[:2] + v.shape[2:])
     bounds = packed.cu_seqlens.tolist()
     for start, end in zip(bounds[:-1], bounds[1:]):
