@@ -123,6 +123,28 @@ def test_gather_random_subsets_with_empty_frames(device, shape, scales, patch):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("batch, frames, per_frame", [
+    (64, 2, "random"),  # many clips, some frames empty
+    (3, 1, "one"),  # clips of one token
+    (1, 8, "all"),  # one clip of 8 * 265 = 2120 tokens
+])
+def test_gather_varlen_layouts(device, batch, frames, per_frame):
+    side = 64 if per_frame == "random" else 224
+    video = make_video((batch, frames, 3, side, side), device=device, seed=3)
+    scales = (32, 64) if per_frame == "random" else AUTOGAZE_SCALES
+    n = num_ids(scales, 16)
+    if per_frame == "random":
+        ids, offsets = random_selection(batch * frames, n, seed=4)
+    else:
+        count = 1 if per_frame == "one" else n
+        ids = torch.cat([torch.randperm(n)[:count] for _ in range(batch * frames)])
+        offsets = torch.arange(batch * frames + 1) * count
+    ids, offsets = ids.to(device), offsets.to(device)
+    out = ops.gather_patches(video, ids, offsets, scales, 16)
+    assert_float32_close(out, reference.gather_patches(video, ids, offsets, scales, 16))
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_gather_equals_rows_of_multiscale(device):
     video = make_video((2, 4, 3, 100, 80), device=device)
     full = ops.multiscale_patches(video, AUTOGAZE_SCALES, 16).flatten(0, 1)

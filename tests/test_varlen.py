@@ -148,21 +148,31 @@ def test_varlen_empty_and_bf16():
 
 # ---- scatter ---------------------------------------------------------------------------------
 
-def test_scatter_round_trip():
-    counts = torch.randint(0, 40, (3, 4), generator=torch.Generator().manual_seed(2))
+SCATTER_COUNTS = {
+    "random": torch.randint(0, 40, (3, 4), generator=torch.Generator().manual_seed(2)),
+    "batch64": torch.randint(0, 6, (64, 2), generator=torch.Generator().manual_seed(3)),
+    "one_token_clips": torch.ones(5, 1, dtype=torch.long),
+    "clip_1000_plus": torch.full((1, 5), 265),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SCATTER_COUNTS))
+def test_scatter_round_trip(case):
+    counts = SCATTER_COUNTS[case]
+    b, t = counts.shape
     ids, offsets = random_gaze(counts)
-    p = pack(ids, offsets, 3, 4, PER_SCALE)
+    p = pack(ids, offsets, b, t, PER_SCALE)
     feats = torch.randn(p.num_tokens, 6)
-    grids, masks = scatter_tokens(feats, p, PER_SCALE, 3, 4)
-    assert [tuple(g.shape) for g in grids] == [(3, 4, s, s, 6) for s in (2, 4, 7, 14)]
-    assert [tuple(m.shape) for m in masks] == [(3, 4, s, s) for s in (2, 4, 7, 14)]
+    grids, masks = scatter_tokens(feats, p, PER_SCALE, b, t)
+    assert [tuple(g.shape) for g in grids] == [(b, t, s, s, 6) for s in (2, 4, 7, 14)]
+    assert [tuple(m.shape) for m in masks] == [(b, t, s, s) for s in (2, 4, 7, 14)]
     torch.testing.assert_close(gather_tokens(grids, p), feats, atol=0, rtol=0)
     # coverage = the set of gazed ids per frame; ungazed cells are zero
     cover = torch.cat([m.flatten(2) for m in masks], -1)  # (B,T,N)
-    want = torch.zeros(3 * 4, sum(PER_SCALE), dtype=torch.bool)
-    frame_index = torch.repeat_interleave(torch.arange(12), counts.flatten())
+    want = torch.zeros(b * t, sum(PER_SCALE), dtype=torch.bool)
+    frame_index = torch.repeat_interleave(torch.arange(b * t), counts.flatten())
     want[frame_index, ids] = True
-    assert torch.equal(cover, want.view(3, 4, -1))
+    assert torch.equal(cover, want.view(b, t, -1))
     for g, m in zip(grids, masks):
         assert bool((g[~m] == 0).all())
 
