@@ -109,9 +109,17 @@ class Attention(nn.Module):
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
         start, end = cache.length, cache.length + n
-        cache.k[layer, :, :, start:end] = k
-        cache.v[layer, :, :, start:end] = v
-        keys, values = cache.k[layer, :, :, :end], cache.v[layer, :, :, :end]
+        if torch.is_grad_enabled() and (k.requires_grad or v.requires_grad):
+            # training (the teacher-forced pass): the cache is written in place, which autograd
+            # cannot differentiate through, so attend to a new tensor and store a detached copy
+            keys = torch.cat((cache.k[layer, :, :, :start], k), dim=2)
+            values = torch.cat((cache.v[layer, :, :, :start], v), dim=2)
+            cache.k[layer, :, :, start:end] = k.detach()
+            cache.v[layer, :, :, start:end] = v.detach()
+        else:
+            cache.k[layer, :, :, start:end] = k
+            cache.v[layer, :, :, start:end] = v
+            keys, values = cache.k[layer, :, :, :end], cache.v[layer, :, :, :end]
         if self.num_kv_heads != self.num_heads:
             repeat = self.num_heads // self.num_kv_heads
             keys = keys.repeat_interleave(repeat, dim=1)

@@ -61,6 +61,22 @@ def assemble(frame_tokens: list[torch.Tensor], frame_counts: list[torch.Tensor],
     }
 
 
+def from_ids(ids: torch.Tensor, frame_offsets: torch.Tensor, batch: int, frames: int,
+             num_tokens: int, per_scale: list[int]) -> dict:
+    """Padding-free gaze (``ids`` (L,), ``frame_offsets`` (B·T+1,)) → all output fields, with the
+    official padded layout (no pads inside a frame; e.g. oracle labels for ``score``)."""
+    eos = num_tokens
+    counts = frame_offsets.diff().view(batch, frames)
+    width = int(counts.max()) if counts.numel() else 0
+    frame_of = torch.repeat_interleave(torch.arange(batch * frames, device=ids.device),
+                                       counts.flatten(), output_size=ids.shape[0])
+    slot = torch.arange(ids.shape[0], device=ids.device) - frame_offsets[frame_of]
+    padded = torch.full((batch * frames, width), eos, dtype=torch.long, device=ids.device)
+    padded[frame_of, slot] = ids
+    padded = padded.view(batch, frames, width)
+    return assemble(list(padded.unbind(1)), list(counts.unbind(1)), num_tokens, per_scale, eos)
+
+
 def unpad(gazing_pos: torch.Tensor, if_padded: torch.Tensor, num_gazing_each_frame,
           num_tokens: int, eos: int) -> torch.Tensor:
     """Official padded layout → (B,T,W) local ids with EOS at padded slots."""
