@@ -430,3 +430,223 @@ TORCH_LIBRARY_IMPL(autogaze_ext, CUDA, m) {
 #endif
 
 }  // namespace autogaze
+
+// ---- decode_step (csrc/decode) ------------------------------------------------------------------
+
+namespace autogaze {
+
+DecodeCall prepare_decode_step(const at::Tensor& x, const at::Tensor& positions, const at::Tensor& visible,
+                               const at::Tensor& cache_k, const at::Tensor& cache_v, const at::Tensor& key_mask,
+                               int64_t cache_len, at::TensorList weights, const at::Tensor& inv_freq, double eps) {
+  constexpr const char* op = "decode_step";
+  constexpr int64_t kMaxInt = std::numeric_limits<int>::max();
+  const auto device = x.device();
+  auto check_device = [&](const char* name, const at::Tensor& t) {
+    TORCH_CHECK_VALUE(t.device() == device, op, ": ", name, " must be on x's device (", device, "), got ",
+                      t.device());
+  };
+  // x
+  TORCH_CHECK_VALUE(x.dim() == 3, op, ": x must be 3-D (B, n, D), got shape ", x.sizes());
+  const auto type = x.scalar_type();
+  TORCH_CHECK_TYPE(type == at::kFloat || type == at::kBFloat16 || type == at::kHalf, op,
+                   ": x must be float32, bfloat16 or float16, got ", dtype_name(type));
+  const int64_t B = x.size(0), n = x.size(1), D = x.size(2);
+  TORCH_CHECK_VALUE(n >= 1 && D >= 1, op, ": x needs n >= 1 tokens and D >= 1, got shape ", x.sizes());
+  TORCH_CHECK_VALUE(n <= kMaxInt && D <= kMaxInt, op, ": x's n and D must fit in int32, got shape ", x.sizes());
+  // positions, visible
+  TORCH_CHECK_TYPE(positions.scalar_type() == at::kLong, op, ": positions must be int64, got ",
+                   dtype_name(positions.scalar_type()));
+  TORCH_CHECK_VALUE(positions.dim() == 2 && positions.size(0) == B && positions.size(1) == n, op,
+                    ": positions must have shape (B, n) = (", B, ", ", n, "), got ", positions.sizes());
+  check_device("positions", positions);
+  TORCH_CHECK_TYPE(visible.scalar_type() == at::kBool, op, ": visible must be bool, got ",
+                   dtype_name(visible.scalar_type()));
+  TORCH_CHECK_VALUE(visible.dim() == 2 && visible.size(0) == B && visible.size(1) == n, op,
+                    ": visible must have shape (B, n) = (", B, ", ", n, "), got ", visible.sizes());
+  check_device("visible", visible);
+  // inv_freq
+  TORCH_CHECK_TYPE(inv_freq.scalar_type() == at::kFloat, op, ": inv_freq must be float32, got ",
+                   dtype_name(inv_freq.scalar_type()));
+  TORCH_CHECK_VALUE(inv_freq.dim() == 1 && inv_freq.size(0) >= 1, op,
+                    ": inv_freq must be 1-D (head_dim / 2,) and non-empty, got shape ", inv_freq.sizes());
+  check_device("inv_freq", inv_freq);
+  const int64_t hd = 2 * inv_freq.size(0);
+  TORCH_CHECK_VALUE(hd <= decode::kMaxHeadDimCpu, op, ": head_dim = 2 * len(inv_freq) must be at most ",
+                    decode::kMaxHeadDimCpu, ", got ", hd);
+  // weights
+  const int64_t count = static_cast<int64_t>(weights.size());
+  TORCH_CHECK_VALUE(count >= 12 && (count - 3) % 9 == 0, op,
+                    ": weights must hold 9 tensors per layer then final norm, lm_head and "
+                    "task_loss_prediction_head (9 * layers + 3, layers >= 1), got ",
+                    count, " tensors");
+  const int64_t layers = (count - 3) / 9;
+  TORCH_CHECK_VALUE(layers <= decode::kMaxLayers, op, ": at most ", decode::kMaxLayers, " layers, got ", layers);
+  static const char* const kNames[9] = {"input_layernorm", "q_proj", "k_proj", "v_proj", "o_proj",
+                                        "post_attention_layernorm", "gate_proj", "up_proj", "down_proj"};
+  auto name_of = [&](int64_t i) -> std::string {
+    if (i >= 9 * layers) {
+      static const char* const kTail[3] = {"model.norm", "lm_head", "task_loss_prediction_head"};
+      return "weights[" + std::to_string(i) + "] (" + kTail[i - 9 * layers] + ".weight)";
+    }
+    return "weights[" + std::to_string(i) + "] (layer " + std::to_string(i / 9) + " " + kNames[i % 9] + ".weight)";
+  };
+  for (int64_t i = 0; i < count; ++i) {
+    const at::Tensor& w = weights[i];
+    TORCH_CHECK_TYPE(w.scalar_type() == type, op, ": ", name_of(i), " must have x's dtype (", dtype_name(type),
+                     "), got ", dtype_name(w.scalar_type()));
+    TORCH_CHECK_VALUE(w.device() == device, op, ": ", name_of(i), " must be on x's device (", device, "), got ",
+                      w.device());
+  }
+  const at::Tensor& q0 = weights[1];
+  const at::Tensor& k0 = weights[2];
+  const at::Tensor& g0 = weights[6];
+  TORCH_CHECK_VALUE(q0.dim() == 2 && q0.size(1) == D && q0.size(0) % hd == 0 && q0.size(0) > 0, op, ": ",
+                    name_of(1), " must be (H * head_dim, D) with head_dim = ", hd, " (2 * len(inv_freq)), D = ", D,
+                    ", got shape ", q0.sizes());
+  TORCH_CHECK_VALUE(k0.dim() == 2 && k0.size(1) == D && k0.size(0) % hd == 0 && k0.size(0) > 0, op, ": ",
+                    name_of(2), " must be (Hkv * head_dim, D) with head_dim = ", hd, ", D = ", D, ", got shape ",
+                    k0.sizes());
+  const int64_t H = q0.size(0) / hd, Hkv = k0.size(0) / hd;
+  TORCH_CHECK_VALUE(H % Hkv == 0, op, ": the heads (", H, ", from q_proj) must be a multiple of the kv heads (", Hkv,
+                    ", from k_proj)");
+  TORCH_CHECK_VALUE(g0.dim() == 2 && g0.size(1) == D && g0.size(0) > 0, op, ": ", name_of(6),
+                    " must be (I, D) with D = ", D, ", got shape ", g0.sizes());
+  const int64_t I = g0.size(0);
+  for (int64_t l = 0; l < layers; ++l) {
+    const std::vector<std::vector<int64_t>> shapes = {{D}, {H * hd, D}, {Hkv * hd, D}, {Hkv * hd, D}, {D, H * hd},
+                                                      {D}, {I, D},      {I, D},        {D, I}};
+    for (int i = 0; i < 9; ++i) {
+      const at::Tensor& w = weights[9 * l + i];
+      TORCH_CHECK_VALUE(w.sizes() == c10::IntArrayRef(shapes[i]), op, ": ", name_of(9 * l + i), " must have shape ",
+                        c10::IntArrayRef(shapes[i]), " (D = ", D, ", H = ", H, ", Hkv = ", Hkv, ", head_dim = ", hd,
+                        ", I = ", I, "), got ", w.sizes());
+    }
+  }
+  const at::Tensor& final_norm = weights[9 * layers];
+  const at::Tensor& lm = weights[9 * layers + 1];
+  const at::Tensor& tlp = weights[9 * layers + 2];
+  TORCH_CHECK_VALUE(final_norm.dim() == 1 && final_norm.size(0) == D, op, ": ", name_of(9 * layers),
+                    " must have shape (D,) = (", D, ",), got ", final_norm.sizes());
+  TORCH_CHECK_VALUE(tlp.dim() == 2 && tlp.size(1) == D && tlp.size(0) > 0, op, ": ", name_of(9 * layers + 2),
+                    " must be (K, D) with D = ", D, ", got shape ", tlp.sizes());
+  const int64_t K = tlp.size(0);
+  TORCH_CHECK_VALUE(lm.dim() == 2 && lm.size(1) == D && lm.size(0) % K == 0 && lm.size(0) > 0, op, ": ",
+                    name_of(9 * layers + 1), " must be (K * V, D) with K = ", K, " (rows of task_loss_prediction_head), D = ",
+                    D, ", got shape ", lm.sizes());
+  const int64_t V = lm.size(0) / K;
+  TORCH_CHECK_VALUE(lm.size(0) <= kMaxInt && I <= kMaxInt && H * hd <= kMaxInt, op,
+                    ": weight sizes must fit in int32");
+  // cache
+  const std::vector<int64_t> cache_shape_prefix = {layers, B, Hkv};
+  for (const auto& [name, t] : {std::pair{"cache_k", &cache_k}, std::pair{"cache_v", &cache_v}}) {
+    TORCH_CHECK_TYPE(t->scalar_type() == type, op, ": ", name, " must have x's dtype (", dtype_name(type), "), got ",
+                     dtype_name(t->scalar_type()));
+    TORCH_CHECK_VALUE(t->dim() == 5 && t->size(0) == layers && t->size(1) == B && t->size(2) == Hkv &&
+                          t->size(4) == hd,
+                      op, ": ", name, " must be (layers, B, Hkv, capacity, head_dim) = (", layers, ", ", B, ", ", Hkv,
+                      ", capacity, ", hd, "), got ", t->sizes());
+    TORCH_CHECK_VALUE(t->is_contiguous(), op, ": ", name, " must be contiguous (it is written in place)");
+    check_device(name, *t);
+  }
+  TORCH_CHECK_VALUE(cache_v.sizes() == cache_k.sizes(), op, ": cache_v must have cache_k's shape ", cache_k.sizes(),
+                    ", got ", cache_v.sizes());
+  const int64_t capacity = cache_k.size(3);
+  TORCH_CHECK_TYPE(key_mask.scalar_type() == at::kBool, op, ": key_mask must be bool, got ",
+                   dtype_name(key_mask.scalar_type()));
+  TORCH_CHECK_VALUE(key_mask.dim() == 2 && key_mask.size(0) == B && key_mask.size(1) == capacity, op,
+                    ": key_mask must have shape (B, capacity) = (", B, ", ", capacity, "), got ", key_mask.sizes());
+  TORCH_CHECK_VALUE(key_mask.is_contiguous(), op, ": key_mask must be contiguous (it is written in place)");
+  check_device("key_mask", key_mask);
+  TORCH_CHECK_VALUE(cache_len >= 0, op, ": cache_len must be >= 0, got ", cache_len);
+  TORCH_CHECK_VALUE(cache_len + n <= capacity, op, ": the cache is too small: cache_len + n = ", cache_len, " + ", n,
+                    " slots needed, capacity is ", capacity, " (reserve before the step)");
+  TORCH_CHECK_VALUE(eps >= 0, op, ": eps must be >= 0, got ", eps);
+
+  DecodeCall call;
+  call.x = x.contiguous();
+  call.positions = positions.contiguous();
+  call.visible = visible.contiguous();
+  call.inv_freq = inv_freq.contiguous();
+  call.weights.reserve(count);
+  for (const at::Tensor& w : weights) call.weights.push_back(w.contiguous());
+  const auto f32 = x.options().dtype(at::kFloat);
+  call.logits = at::empty({B, K, V}, f32);
+  call.loss_pred = at::empty({B, K}, f32);
+  const decode::Workspace ws = decode::workspace_layout(static_cast<int>(n), static_cast<int>(D), static_cast<int>(H),
+                                                        static_cast<int>(Hkv), static_cast<int>(hd), static_cast<int>(I));
+  call.workspace = at::empty({std::max<int64_t>(B, 1) * ws.total}, f32);
+
+  decode::Params& p = call.params;
+  p = decode::Params{};
+  p.x = call.x.const_data_ptr();
+  p.positions = call.positions.const_data_ptr<int64_t>();
+  p.visible = reinterpret_cast<const uint8_t*>(call.visible.const_data_ptr<bool>());
+  for (int64_t l = 0; l < layers; ++l) {
+    const at::Tensor* w = call.weights.data() + 9 * l;
+    p.layer[l] = decode::Layer{w[0].const_data_ptr(), w[1].const_data_ptr(), w[2].const_data_ptr(),
+                               w[3].const_data_ptr(), w[4].const_data_ptr(), w[5].const_data_ptr(),
+                               w[6].const_data_ptr(), w[7].const_data_ptr(), w[8].const_data_ptr()};
+  }
+  p.final_norm = call.weights[9 * layers].const_data_ptr();
+  p.lm_head = call.weights[9 * layers + 1].const_data_ptr();
+  p.loss_head = call.weights[9 * layers + 2].const_data_ptr();
+  p.inv_freq = call.inv_freq.const_data_ptr<float>();
+  p.cache_k = cache_k.mutable_data_ptr();
+  p.cache_v = cache_v.mutable_data_ptr();
+  p.key_mask = reinterpret_cast<uint8_t*>(key_mask.mutable_data_ptr<bool>());
+  p.logits = call.logits.mutable_data_ptr<float>();
+  p.loss_pred = call.loss_pred.mutable_data_ptr<float>();
+  p.workspace = call.workspace.mutable_data_ptr<float>();
+  p.dtype = type == at::kFloat ? DType::kFloat32 : type == at::kBFloat16 ? DType::kBFloat16 : DType::kFloat16;
+  p.batch = B;
+  p.cache_len = cache_len;
+  p.capacity = capacity;
+  p.n = static_cast<int>(n);
+  p.layers = static_cast<int>(layers);
+  p.hidden = static_cast<int>(D);
+  p.heads = static_cast<int>(H);
+  p.kv_heads = static_cast<int>(Hkv);
+  p.head_dim = static_cast<int>(hd);
+  p.intermediate = static_cast<int>(I);
+  p.k = static_cast<int>(K);
+  p.vocab = static_cast<int>(V);
+  p.eps = static_cast<float>(eps);
+  p.workspace_per_sample = ws.total;
+  return call;
+}
+
+namespace {
+
+std::tuple<at::Tensor, at::Tensor> decode_step_cpu(const at::Tensor& x, const at::Tensor& positions,
+                                                   const at::Tensor& visible, at::Tensor& cache_k, at::Tensor& cache_v,
+                                                   at::Tensor& key_mask, int64_t cache_len, at::TensorList weights,
+                                                   const at::Tensor& inv_freq, double eps) {
+  const DecodeCall call =
+      prepare_decode_step(x, positions, visible, cache_k, cache_v, key_mask, cache_len, weights, inv_freq, eps);
+  const decode::Params& p = call.params;
+  at::parallel_for(0, p.batch, 1, [&](int64_t begin, int64_t end) { decode::decode_cpu(p, begin, end); });
+  return {call.logits, call.loss_pred};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(autogaze_ext, m) {
+  m.set_python_module("autogaze_ext.ops");
+  m.def(
+      "decode_step(Tensor x, Tensor positions, Tensor visible, Tensor(a!) cache_k, Tensor(b!) cache_v, "
+      "Tensor(c!) key_mask, int cache_len, Tensor[] weights, Tensor inv_freq, float eps) -> (Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(autogaze_ext, CPU, m) { m.impl("decode_step", &decode_step_cpu); }
+
+#ifndef AUTOGAZE_WITH_CUDA
+TORCH_LIBRARY_IMPL(autogaze_ext, CUDA, m) {
+  m.impl("decode_step",
+         [](const at::Tensor&, const at::Tensor&, const at::Tensor&, at::Tensor&, at::Tensor&, at::Tensor&, int64_t,
+            at::TensorList, const at::Tensor&, double) -> std::tuple<at::Tensor, at::Tensor> {
+           no_cuda_kernels("decode_step");
+         });
+}
+#endif
+
+}  // namespace autogaze

@@ -66,3 +66,28 @@ AttentionCall prepare_varlen_attention(const at::Tensor& q, const at::Tensor& k,
                                        const at::Tensor& key_lo, const at::Tensor& key_hi, double scale);
 
 }  // namespace autogaze
+
+// ---- decode_step (csrc/decode) ------------------------------------------------------------------
+#include <vector>
+
+#include "decode/decode.h"
+
+namespace autogaze {
+
+// A checked decode_step call: outputs, workspace and contiguous inputs kept alive with the params.
+struct DecodeCall {
+  at::Tensor logits, loss_pred, workspace;
+  at::Tensor x, positions, visible, inv_freq;
+  std::vector<at::Tensor> weights;
+  decode::Params params;
+};
+
+// x (B, n, D), positions (B, n) int64, visible (B, n) bool; cache_k / cache_v (layers, B, Hkv,
+// capacity, hd) contiguous of x's dtype, key_mask (B, capacity) bool contiguous, written at slots
+// [cache_len, cache_len + n); weights: 9 per layer then final norm, lm_head, loss head (see
+// autogaze_ext.ops.decoder_weights) -> logits (B, K, V), loss_pred (B, K) float32.
+DecodeCall prepare_decode_step(const at::Tensor& x, const at::Tensor& positions, const at::Tensor& visible,
+                               const at::Tensor& cache_k, const at::Tensor& cache_v, const at::Tensor& key_mask,
+                               int64_t cache_len, at::TensorList weights, const at::Tensor& inv_freq, double eps);
+
+}  // namespace autogaze

@@ -84,3 +84,30 @@ at::Tensor varlen_attention_cuda(const at::Tensor& q, const at::Tensor& k, const
 TORCH_LIBRARY_IMPL(autogaze_ext, CUDA, m) { m.impl("varlen_attention", &varlen_attention_cuda); }
 
 }  // namespace autogaze
+
+// ---- decode_step (csrc/decode) ------------------------------------------------------------------
+
+namespace autogaze {
+namespace {
+
+std::tuple<at::Tensor, at::Tensor> decode_step_cuda(const at::Tensor& x, const at::Tensor& positions,
+                                                    const at::Tensor& visible, at::Tensor& cache_k,
+                                                    at::Tensor& cache_v, at::Tensor& key_mask, int64_t cache_len,
+                                                    at::TensorList weights, const at::Tensor& inv_freq, double eps) {
+  TORCH_CHECK_VALUE(inv_freq.dim() != 1 || 2 * inv_freq.size(0) <= decode::kMaxHeadDimCuda,
+                    "decode_step: head_dim = 2 * len(inv_freq) must be at most ", decode::kMaxHeadDimCuda,
+                    " on CUDA, got ", 2 * inv_freq.size(0));
+  TORCH_CHECK_VALUE(x.dim() != 3 || x.size(0) <= 2147483647, "decode_step: at most 2^31 - 1 samples on CUDA");
+  const DecodeCall call =
+      prepare_decode_step(x, positions, visible, cache_k, cache_v, key_mask, cache_len, weights, inv_freq, eps);
+  const c10::cuda::CUDAGuard guard(x.device());
+  decode::decode_cuda(call.params, c10::cuda::getCurrentCUDAStream().stream());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return {call.logits, call.loss_pred};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(autogaze_ext, CUDA, m) { m.impl("decode_step", &decode_step_cuda); }
+
+}  // namespace autogaze

@@ -23,6 +23,7 @@ status "tests (all)" "rc=$? $(tail -n 1 "$out/tests.log")"
 for tool in memcheck racecheck; do
   compute-sanitizer --tool "$tool" --error-exitcode 9 python3 -m pytest -q -p no:cacheprovider \
     -m cuda tests/test_ops_patches.py tests/test_ops_select.py tests/test_ops_attention.py \
+    tests/test_ops_decode.py \
     >"$out/sanitizer_$tool.log" 2>&1
   status "compute-sanitizer $tool" "rc=$? $(grep -E 'ERROR SUMMARY' "$out/sanitizer_$tool.log" | tail -n 1)"
 done

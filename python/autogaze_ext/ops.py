@@ -261,3 +261,75 @@ def _varlen_attention_fake(q, k, v, key_lo, key_hi, scale):
         if t.dim() != 1 or t.shape[0] != L:
             raise ValueError(f"{op}: {name} must have shape (L,) = ({L},), got {list(t.shape)}")
     return q.new_empty((L, H, D))
+
+
+# ---- decode_step --------------------------------------------------------------------------------
+
+__all__ += ["decode_step", "decoder_weights"]
+
+_DECODER_LAYER_WEIGHTS = ("input_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                          "self_attn.o_proj", "post_attention_layernorm", "mlp.gate_proj", "mlp.up_proj",
+                          "mlp.down_proj")
+
+
+def decoder_weights(decoder) -> list[torch.Tensor]:
+    """The flat weight list of ``decode_step`` from a ``autogaze_ext.decoder.GazeDecoder``.
+
+    Per layer, in order: input_layernorm (D), q_proj (H·hd, D), k_proj (Hkv·hd, D), v_proj
+    (Hkv·hd, D), o_proj (D, H·hd), post_attention_layernorm (D), gate_proj (I, D), up_proj (I, D),
+    down_proj (D, I); then model.norm (D), lm_head (V·K, D), task_loss_prediction_head (K, D).
+    The op derives the sizes from the shapes: hd = 2·len(inv_freq), H = q rows / hd, Hkv = k rows
+    / hd, I = gate rows, K = task_loss_prediction_head rows, V = lm_head rows / K. The tensors are
+    the module's own (no copies): build the list once and reuse it while the weights are unchanged.
+    """
+    weights = []
+    for layer in decoder.model.layers:
+        for name in _DECODER_LAYER_WEIGHTS:
+            weights.append(layer.get_submodule(name).weight.detach())
+    weights += [decoder.model.norm.weight.detach(), decoder.lm_head.weight.detach(),
+                decoder.task_loss_prediction_head.weight.detach()]
+    return weights
+
+
+def decode_step(x: torch.Tensor, positions: torch.Tensor, visible: torch.Tensor, cache_k: torch.Tensor,
+                cache_v: torch.Tensor, key_mask: torch.Tensor, cache_len: int, weights: Sequence[torch.Tensor],
+                inv_freq: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """One fused decoder step: ``GazeDecoder.forward(x, positions, visible, cache)`` with
+    ``cache.length == cache_len``, then ``heads(hidden[:, -1])``.
+
+    Args:
+        x: (B, n, D) float32, bfloat16 or float16 input embeddings of the n fed tokens (n >= 1).
+        positions: (B, n) int64 RoPE positions.
+        visible: (B, n) bool key visibility of the new slots.
+        cache_k, cache_v: (layers, B, Hkv, capacity, hd) contiguous, of x's dtype (``KVCache.k`` /
+            ``.v``); key_mask: (B, capacity) bool contiguous (``KVCache.key_mask``). Slots
+            [cache_len, cache_len + n) of all three are written in place (key_mask from
+            ``visible``); capacity >= cache_len + n. The caller advances ``cache.length``.
+        cache_len: slots already in the cache.
+        weights: ``decoder_weights(decoder)``, of x's dtype and device.
+        inv_freq: (hd/2,) float32 RoPE inverse frequencies (``decoder.inv_freq``).
+        eps: RMSNorm epsilon (``cfg.rms_norm_eps``).
+
+    Returns:
+        logits (B, K, V) float32 and loss_pred (B, K) float32: the heads at the last fed token.
+        CUDA: head_dim <= 128.
+    """
+    return torch.ops.autogaze_ext.decode_step(x, positions, visible, cache_k, cache_v, key_mask, int(cache_len),
+                                              list(weights), inv_freq, float(eps))
+
+
+@torch.library.register_fake("autogaze_ext::decode_step")
+def _decode_step_fake(x, positions, visible, cache_k, cache_v, key_mask, cache_len, weights, inv_freq, eps):
+    op = "decode_step"
+    if x.dim() != 3:
+        raise ValueError(f"{op}: x must be 3-D (B, n, D), got shape {list(x.shape)}")
+    if (len(weights) - 3) % 9 or len(weights) < 12:
+        raise ValueError(f"{op}: weights must hold 9 tensors per layer then final norm, lm_head and "
+                         f"task_loss_prediction_head (9 * layers + 3, layers >= 1), got {len(weights)} tensors")
+    tlp, lm = weights[-1], weights[-2]
+    if tlp.dim() != 2 or lm.dim() != 2 or tlp.shape[0] == 0 or lm.shape[0] % tlp.shape[0]:
+        raise ValueError(f"{op}: lm_head must be (K * V, D) and task_loss_prediction_head (K, D), got shapes "
+                         f"{list(lm.shape)} and {list(tlp.shape)}")
+    b, k = x.shape[0], tlp.shape[0]
+    return (x.new_empty((b, k, lm.shape[0] // k), dtype=torch.float32),
+            x.new_empty((b, k), dtype=torch.float32))
