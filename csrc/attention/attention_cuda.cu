@@ -12,6 +12,8 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include "common/cuda_convert.cuh"
+
 #include "attention/attention.h"
 #include "attention/attention_rules.h"
 
@@ -21,17 +23,6 @@ namespace {
 constexpr int kLanesPerQuery = 4;
 constexpr int kThreads = kQueryTile * kLanesPerQuery;  // 256
 constexpr int kScoreStride = kKeyTile + 1;             // padded row of the score tile
-
-__device__ inline float to_float(float v) { return v; }
-__device__ inline float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
-__device__ inline float to_float(__half v) { return __half2float(v); }
-
-template <typename T> __device__ T from_float(float v);
-template <> __device__ inline float from_float<float>(float v) { return v; }
-template <> __device__ inline __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
-  return __float2bfloat16_rn(v);
-}
-template <> __device__ inline __half from_float<__half>(float v) { return __float2half_rn(v); }
 
 // Shared memory: K tile and V tile (kKeyTile x 4*kPer floats each), then the score tile.
 template <int kPer>

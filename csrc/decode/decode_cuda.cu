@@ -16,6 +16,8 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include "common/cuda_convert.cuh"
+
 #include "decode/decode.h"
 #include "decode/decode_rules.h"
 
@@ -25,15 +27,6 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
 constexpr int kDimsPerLane = kMaxHeadDimCuda / 32;  // 4
-
-__device__ inline float to_float(float v) { return v; }
-__device__ inline float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
-__device__ inline float to_float(__half v) { return __half2float(v); }
-
-template <typename T> __device__ T from_float(float v);
-template <> __device__ inline float from_float<float>(float v) { return v; }
-template <> __device__ inline __nv_bfloat16 from_float<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
-template <> __device__ inline __half from_float<__half>(float v) { return __float2half_rn(v); }
 
 template <typename T>
 struct DeviceRound {

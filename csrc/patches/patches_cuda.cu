@@ -8,6 +8,8 @@
 
 #include <cstdio>
 
+#include "common/cuda_convert.cuh"
+
 #include "patches/patch_geometry.h"
 #include "patches/patches.h"
 
@@ -16,17 +18,6 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int64_t kMaxBlocks = 1 << 20;
-
-__device__ inline float to_float(float v) { return v; }
-__device__ inline float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
-__device__ inline float to_float(__half v) { return __half2float(v); }
-
-template <typename T> __device__ T from_float(float v);
-template <> __device__ inline float from_float<float>(float v) { return v; }
-template <> __device__ inline __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
-  return __float2bfloat16_rn(v);
-}
-template <> __device__ inline __half from_float<__half>(float v) { return __float2half_rn(v); }
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads) patches_kernel(const Params p) {
