@@ -435,6 +435,12 @@ TORCH_LIBRARY_IMPL(autogaze_ext, CUDA, m) {
 
 namespace autogaze {
 
+namespace decode {
+// decode_cpu.cpp: one sample with its phases run through `par`.
+using ParallelFor = std::function<void(int64_t count, const std::function<void(int64_t, int64_t)>& body)>;
+void decode_cpu_sample(const Params& p, int64_t b, const ParallelFor& par);
+}  // namespace decode
+
 DecodeCall prepare_decode_step(const at::Tensor& x, const at::Tensor& positions, const at::Tensor& visible,
                                const at::Tensor& cache_k, const at::Tensor& cache_v, const at::Tensor& key_mask,
                                int64_t cache_len, at::TensorList weights, const at::Tensor& inv_freq, double eps) {
@@ -624,7 +630,16 @@ std::tuple<at::Tensor, at::Tensor> decode_step_cpu(const at::Tensor& x, const at
   const DecodeCall call =
       prepare_decode_step(x, positions, visible, cache_k, cache_v, key_mask, cache_len, weights, inv_freq, eps);
   const decode::Params& p = call.params;
-  at::parallel_for(0, p.batch, 1, [&](int64_t begin, int64_t end) { decode::decode_cpu(p, begin, end); });
+  const int64_t threads = at::get_num_threads();
+  if (p.batch >= threads || threads <= 1) {
+    at::parallel_for(0, p.batch, 1, [&](int64_t begin, int64_t end) { decode::decode_cpu(p, begin, end); });
+  } else {
+    // Fewer samples than threads: one sample at a time, its phases (matvec rows, kv heads) spread.
+    const decode::ParallelFor par = [](int64_t count, const std::function<void(int64_t, int64_t)>& body) {
+      at::parallel_for(0, count, 1, [&](int64_t begin, int64_t end) { body(begin, end); });
+    };
+    for (int64_t b = 0; b < p.batch; ++b) decode::decode_cpu_sample(p, b, par);
+  }
   return {call.logits, call.loss_pred};
 }
 

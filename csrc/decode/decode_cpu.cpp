@@ -1,11 +1,17 @@
-// CPU driver of decode_step: one sample at a time (the bindings spread samples over threads).
-// Matvecs read each weight row once for all n tokens (4 tokens per pass); attention runs per kv
-// head over 64-slot key tiles: the tile's keys are transposed once to float32 and scored against
-// all the queries of the group (n tokens x H/Hkv heads), then the streaming softmax of
-// attention_rules.h and the value accumulation per query. The hot float32 loops are compiled for
+// CPU driver of decode_step. A sample runs as serial parts (inputs, RMSNorms) and parallel phases
+// per layer (q/k/v rows, kv heads, o rows, gate/up rows, down rows; then the head rows) that go
+// through a ParallelFor: the bindings give one over threads when there are fewer samples than
+// threads, otherwise samples are spread over threads and the phases run serially. Matvecs read
+// each weight row once for all n tokens (4 tokens per pass). Float32 attention with head_dim 16 or
+// 32 (attention_group_fast) puts up to 16 query rows of a kv head in the lanes of a vector: each
+// key is scored against all of them at once, the streaming softmax of attention_rules.h runs per
+// lane, and value accumulators stay in registers over a 64-key tile; other cases use
+// attention_group (keys of a tile transposed to float32). The hot float32 phases are compiled for
 // AVX-512 / AVX2 / baseline and picked at load time (GCC target_clones).
 
 #include <algorithm>
+#include <functional>
+#include <type_traits>
 #include <bit>
 #include <cstring>
 
@@ -20,6 +26,11 @@
 #endif
 
 namespace autogaze::decode {
+
+// Runs body(begin, end) over parts of [0, count) (possibly in parallel), returns when all are done.
+using ParallelFor = std::function<void(int64_t count, const std::function<void(int64_t, int64_t)>& body)>;
+void decode_cpu_sample(const Params& p, int64_t b, const ParallelFor& par);
+
 namespace {
 
 constexpr int kTile = 64;  // key slots per attention tile
@@ -187,8 +198,263 @@ void attention_group(const Params& p, const Workspace& ws, float* base, int64_t 
   }
 }
 
+
+// Fast attention of one kv head (float32, head_dim = 16 * NV): the queries of the group sit in
+// the 16 lanes of a vector (chunks of 16 rows), each key row is scored against all of them at once
+// (keys read once), the per-lane streaming softmax runs on whole vectors, and the value
+// accumulators of the rows stay in registers over a tile.
+typedef float V16 __attribute__((vector_size(64)));
+
+template <int NV>
+void attention_group_fast(const Params& p, const Workspace& ws, float* base, int64_t b, int layer, int g,
+                          int64_t first_visible) {
+  constexpr int hd = 16 * NV;
+  constexpr int RV = NV == 1 ? 16 : 10;  // rows per value pass (register accumulators)
+  const int H = p.heads, group = p.heads / p.kv_heads, n = p.n;
+  const int64_t end = p.cache_len + n;
+  const float scale = 1.f / sqrtf(static_cast<float>(hd));
+  const int64_t base_kv = cache_offset(layer, b, g, 0, p.batch, p.kv_heads, p.capacity, hd);
+  const float* K = static_cast<const float*>(p.cache_k) + base_kv;
+  const float* Vc = static_cast<const float*>(p.cache_v) + base_kv;
+  const uint8_t* mask = p.key_mask + b * p.capacity;
+  const int rows = n * group;
+  alignas(64) V16 qT[hd];
+  alignas(64) V16 S[kTile];
+  alignas(64) float W[kTile][16];
+  alignas(64) V16 acc[16][NV];
+  alignas(64) int64_t slot[16];
+  for (int c0 = 0; c0 < rows; c0 += 16) {
+    const int rc = std::min(16, rows - c0);
+    float smax[16], ssum[16];
+    for (int l = 0; l < 16; ++l) {
+      const int r = c0 + (l < rc ? l : 0);
+      const int j = r / group, h = g * group + r % group;
+      const float* q = base + ws.qr + (static_cast<int64_t>(j) * H + h) * hd;
+      for (int d = 0; d < hd; ++d) qT[d][l] = l < rc ? q[d] * scale : 0.f;
+      slot[l] = l < rc ? p.cache_len + j : -1;
+      smax[l] = neg_inf();
+      ssum[l] = 0.f;
+      for (int v = 0; v < NV; ++v) acc[l][v] = V16{} ;
+    }
+    int64_t max_slot = 0, min_slot = end;
+    for (int l = 0; l < rc; ++l) {
+      max_slot = std::max(max_slot, slot[l]);
+      min_slot = std::min(min_slot, slot[l]);
+    }
+    for (int64_t t0 = 0; t0 <= max_slot; t0 += kTile) {
+      const int te = static_cast<int>(std::min<int64_t>(kTile, max_slot + 1 - t0));
+      const float* Kt = K + t0 * hd;
+      int i = 0;
+      for (; i + 4 <= te; i += 4) {
+        V16 s0 = V16{}, s1 = V16{}, s2 = V16{}, s3 = V16{};
+#pragma GCC unroll 32
+        for (int d = 0; d < hd; ++d) {
+          s0 += qT[d] * Kt[(i + 0) * hd + d];
+          s1 += qT[d] * Kt[(i + 1) * hd + d];
+          s2 += qT[d] * Kt[(i + 2) * hd + d];
+          s3 += qT[d] * Kt[(i + 3) * hd + d];
+        }
+        S[i] = s0; S[i + 1] = s1; S[i + 2] = s2; S[i + 3] = s3;
+      }
+      for (; i < te; ++i) {
+        V16 s0 = V16{};
+        for (int d = 0; d < hd; ++d) s0 += qT[d] * Kt[i * hd + d];
+        S[i] = s0;
+      }
+      const V16 ninf = V16{} + neg_inf();
+      if (t0 + te - 1 < min_slot && first_visible <= min_slot) {
+        // Every key of the tile is before every query: visibility is the key's mask only.
+        for (int i2 = 0; i2 < te; ++i2)
+          if (!mask[t0 + i2]) S[i2] = ninf;
+      } else {
+        for (int i2 = 0; i2 < te; ++i2)
+          for (int l = 0; l < 16; ++l)
+            if (l >= rc || !key_allowed(t0 + i2, slot[l], mask[t0 + i2], first_visible)) S[i2][l] = neg_inf();
+      }
+      V16 tmax = ninf;
+      for (int i2 = 0; i2 < te; ++i2) tmax = tmax > S[i2] ? tmax : S[i2];
+      alignas(64) float alpha[16], m[16];
+      bool any = false;
+      for (int l = 0; l < 16; ++l) {
+        if (tmax[l] == neg_inf()) {
+          alpha[l] = 1.f;
+          m[l] = 0.f;
+          continue;
+        }
+        any = true;
+        Softmax s{smax[l], ssum[l]};
+        alpha[l] = softmax_rescale(s, tmax[l]);
+        smax[l] = s.max;
+        ssum[l] = s.sum;
+        m[l] = s.max;
+      }
+      if (!any) continue;
+      alignas(64) float tsum[16] = {};
+      for (int i2 = 0; i2 < te; ++i2) {
+#pragma omp simd
+        for (int l = 0; l < 16; ++l) {
+          const float sc = S[i2][l];
+          const float e = exp_nonpositive(sc - m[l]);
+          W[i2][l] = sc == neg_inf() ? 0.f : e;
+          tsum[l] += W[i2][l];
+        }
+      }
+      for (int l = 0; l < 16; ++l) ssum[l] += tsum[l];
+      const float* Vt = Vc + t0 * hd;
+      for (int r0 = 0; r0 < rc; r0 += RV) {
+        V16 a[RV][NV];
+#pragma GCC unroll 16
+        for (int r = 0; r < RV; ++r)
+#pragma GCC unroll 4
+          for (int v = 0; v < NV; ++v) a[r][v] = acc[r0 + r < 16 ? r0 + r : 0][v] * alpha[r0 + r < 16 ? r0 + r : 0];
+        for (int i2 = 0; i2 < te; ++i2) {
+          V16 vv[NV];
+#pragma GCC unroll 4
+          for (int v = 0; v < NV; ++v) std::memcpy(&vv[v], Vt + i2 * hd + 16 * v, 64);
+#pragma GCC unroll 16
+          for (int r = 0; r < RV; ++r)
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; ++v) a[r][v] += W[i2][(r0 + r) & 15] * vv[v];
+        }
+#pragma GCC unroll 16
+        for (int r = 0; r < RV; ++r)
+          if (r0 + r < 16)
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; ++v) acc[r0 + r][v] = a[r][v];
+      }
+    }
+    for (int l = 0; l < rc; ++l) {
+      const int r = c0 + l;
+      const int j = r / group, h = g * group + r % group;
+      const float inv = softmax_finish(Softmax{smax[l], ssum[l]});
+      float* out = base + ws.att + (static_cast<int64_t>(j) * H + h) * hd;
+      for (int d = 0; d < hd; ++d) out[d] = acc[l][d / 16][d % 16] * inv;
+    }
+  }
+}
+
+enum Phase { kQkv, kAttention, kO, kMlpIn, kDown, kLm };
+
+// One parallel phase of layer `l` of sample b over the work items [begin, end).
 template <typename T>
-void sample(const Params& p, int64_t b) {
+void phase(const Params& p, int64_t b, int l, int which, int64_t begin, int64_t end, int64_t first_visible) {
+  using R = HostRound<T>;
+  const Workspace ws = workspace_layout(p);
+  float* base = p.workspace + b * p.workspace_per_sample;
+  const int n = p.n, D = p.hidden, H = p.heads, Hkv = p.kv_heads, hd = p.head_dim, I = p.intermediate;
+  const int qw = H * hd, kvw = Hkv * hd;
+  const int group = H / Hkv;
+  float* x = base + ws.x;
+  float* xn = base + ws.xn;
+  const int r0 = static_cast<int>(begin), r1 = static_cast<int>(end);
+  if (which == kLm) {
+    float* logits = p.logits + b * static_cast<int64_t>(p.k) * p.vocab;
+    const int lm_rows = p.k * p.vocab;
+    const int a0 = std::min(r0, lm_rows), a1 = std::min(r1, lm_rows);
+    if (a1 > a0)
+      matvec(static_cast<const T*>(p.lm_head) + static_cast<int64_t>(a0) * D, a1 - a0, D, xn, D, 1,
+             [&](int, int o, float a) { logits[a0 + o] = R::round(a); });
+    const int b0 = std::max(r0, lm_rows) - lm_rows, b1 = std::max(r1, lm_rows) - lm_rows;
+    float* loss = p.loss_pred + b * p.k;
+    if (b1 > b0)
+      matvec(static_cast<const T*>(p.loss_head) + static_cast<int64_t>(b0) * D, b1 - b0, D, xn, D, 1,
+             [&](int, int o, float a) { loss[b0 + o] = R::round(a); });
+    return;
+  }
+  const Layer& L = p.layer[l];
+  float* q = base + ws.q;
+  float* kn = base + ws.kn;
+  float* vn = base + ws.vn;
+  switch (which) {
+    case kQkv: {
+      // rows [0, qw) of q, [qw, qw + kvw) of k, then v.
+      auto part = [&](const T* Wm, int off, int count, float* dst, int width) {
+        const int s = std::max(r0, off), e = std::min(r1, off + count);
+        if (e <= s) return;
+        matvec(Wm + static_cast<int64_t>(s - off) * D, e - s, D, xn, D, n,
+               [&](int j, int o, float a) { dst[j * width + (s - off) + o] = R::round(a); });
+      };
+      part(static_cast<const T*>(L.q), 0, qw, q, qw);
+      part(static_cast<const T*>(L.k), qw, kvw, kn, kvw);
+      part(static_cast<const T*>(L.v), qw + kvw, kvw, vn, kvw);
+      return;
+    }
+    case kAttention:
+      for (int g = r0; g < r1; ++g) {
+        // RoPE of the group's queries and of the new keys; the new keys and values go to the cache.
+        for (int j = 0; j < n; ++j) {
+          const float* c = base + ws.cos + j * hd;
+          const float* s = base + ws.sin + j * hd;
+          for (int h = g * group; h < (g + 1) * group; ++h) {
+            const float* src = q + j * qw + h * hd;
+            float* dst = base + ws.qr + j * qw + h * hd;
+            for (int i = 0; i < hd; ++i) dst[i] = rope_element<R>(src, hd, i, c[i], s[i]);
+          }
+          const int64_t at = cache_offset(l, b, g, p.cache_len + j, p.batch, Hkv, p.capacity, hd);
+          T* kc = static_cast<T*>(p.cache_k) + at;
+          T* vc = static_cast<T*>(p.cache_v) + at;
+          const float* ks = kn + j * kvw + g * hd;
+          const float* vs = vn + j * kvw + g * hd;
+          for (int i = 0; i < hd; ++i) {
+            kc[i] = from_float<T>(rope_element<R>(ks, hd, i, c[i], s[i]));
+            vc[i] = from_float<T>(vs[i]);
+          }
+        }
+        if constexpr (std::is_same_v<T, float>) {
+          if (hd == 32) {
+            attention_group_fast<2>(p, ws, base, b, l, g, first_visible);
+            continue;
+          }
+          if (hd == 16) {
+            attention_group_fast<1>(p, ws, base, b, l, g, first_visible);
+            continue;
+          }
+        }
+        attention_group<T>(p, ws, base, b, l, g, first_visible);
+      }
+      return;
+    case kO: {
+      const float* att = base + ws.att;
+      matvec(static_cast<const T*>(L.o) + static_cast<int64_t>(r0) * qw, r1 - r0, qw, att, qw, n,
+             [&](int j, int o, float a) { x[j * D + r0 + o] = residual<R>(x[j * D + r0 + o], a); });
+      return;
+    }
+    case kMlpIn: {
+      float* gate = base + ws.gate;
+      float* up = base + ws.up;
+      matvec(static_cast<const T*>(L.gate) + static_cast<int64_t>(r0) * D, r1 - r0, D, xn, D, n,
+             [&](int j, int o, float a) { gate[j * I + r0 + o] = R::round(a); });
+      matvec(static_cast<const T*>(L.up) + static_cast<int64_t>(r0) * D, r1 - r0, D, xn, D, n,
+             [&](int j, int o, float a) { up[j * I + r0 + o] = R::round(a); });
+      for (int j = 0; j < n; ++j)
+        for (int o = r0; o < r1; ++o) gate[j * I + o] = silu_gate<R>(gate[j * I + o], up[j * I + o]);
+      return;
+    }
+    case kDown: {
+      const float* gate = base + ws.gate;
+      matvec(static_cast<const T*>(L.down) + static_cast<int64_t>(r0) * I, r1 - r0, I, gate, I, n,
+             [&](int j, int o, float a) { x[j * D + r0 + o] = residual<R>(x[j * D + r0 + o], a); });
+      return;
+    }
+  }
+}
+
+AUTOGAZE_CLONES void phase_f32(const Params& p, int64_t b, int l, int which, int64_t begin, int64_t end,
+                               int64_t first_visible) {
+  phase<float>(p, b, l, which, begin, end, first_visible);
+}
+
+void run_phase(const Params& p, int64_t b, int l, int which, int64_t begin, int64_t end, int64_t first_visible) {
+  switch (p.dtype) {
+    case DType::kFloat32: return phase_f32(p, b, l, which, begin, end, first_visible);
+    case DType::kBFloat16: return phase<BFloat16>(p, b, l, which, begin, end, first_visible);
+    case DType::kFloat16: return phase<Float16>(p, b, l, which, begin, end, first_visible);
+  }
+}
+
+// The serial parts of a sample (inputs, norms); the phases go through `par`.
+template <typename T>
+void sample(const Params& p, int64_t b, const ParallelFor& par) {
   using R = HostRound<T>;
   const Workspace ws = workspace_layout(p);
   float* base = p.workspace + b * p.workspace_per_sample;
@@ -197,7 +463,6 @@ void sample(const Params& p, int64_t b) {
   float* x = base + ws.x;
   float* xn = base + ws.xn;
 
-  // Inputs, key mask of the new slots, RoPE tables, first visible slot.
   const T* xin = static_cast<const T*>(p.x) + b * n * D;
   for (int64_t e = 0; e < static_cast<int64_t>(n) * D; ++e) x[e] = to_float(xin[e]);
   uint8_t* mask = p.key_mask + b * p.capacity;
@@ -213,77 +478,39 @@ void sample(const Params& p, int64_t b) {
       first_visible = t;
       break;
     }
-
+  auto run = [&](int l, int which, int64_t count) {
+    par(count, [&](int64_t s, int64_t e) { run_phase(p, b, l, which, s, e, first_visible); });
+  };
   for (int l = 0; l < p.layers; ++l) {
     const Layer& L = p.layer[l];
     rmsnorm_rows(x, static_cast<const T*>(L.input_norm), n, D, p.eps, xn);
-    float* q = base + ws.q;
-    float* kn = base + ws.kn;
-    float* vn = base + ws.vn;
-    matvec(static_cast<const T*>(L.q), qw, D, xn, D, n, [&](int j, int o, float a) { q[j * qw + o] = R::round(a); });
-    matvec(static_cast<const T*>(L.k), kvw, D, xn, D, n, [&](int j, int o, float a) { kn[j * kvw + o] = R::round(a); });
-    matvec(static_cast<const T*>(L.v), kvw, D, xn, D, n, [&](int j, int o, float a) { vn[j * kvw + o] = R::round(a); });
-    // RoPE; the new keys and values go to the cache.
-    for (int j = 0; j < n; ++j) {
-      const float* c = base + ws.cos + j * hd;
-      const float* s = base + ws.sin + j * hd;
-      for (int h = 0; h < H; ++h) {
-        const float* src = q + j * qw + h * hd;
-        float* dst = base + ws.qr + j * qw + h * hd;
-        for (int i = 0; i < hd; ++i) dst[i] = rope_element<R>(src, hd, i, c[i], s[i]);
-      }
-      for (int g = 0; g < Hkv; ++g) {
-        const int64_t at = cache_offset(l, b, g, p.cache_len + j, p.batch, Hkv, p.capacity, hd);
-        T* kc = static_cast<T*>(p.cache_k) + at;
-        T* vc = static_cast<T*>(p.cache_v) + at;
-        const float* ks = kn + j * kvw + g * hd;
-        const float* vs = vn + j * kvw + g * hd;
-        for (int i = 0; i < hd; ++i) {
-          kc[i] = from_float<T>(rope_element<R>(ks, hd, i, c[i], s[i]));
-          vc[i] = from_float<T>(vs[i]);
-        }
-      }
-    }
-    for (int g = 0; g < Hkv; ++g) attention_group<T>(p, ws, base, b, l, g, first_visible);
-    const float* att = base + ws.att;
-    matvec(static_cast<const T*>(L.o), D, qw, att, qw, n,
-           [&](int j, int o, float a) { x[j * D + o] = residual<R>(x[j * D + o], a); });
+    run(l, kQkv, qw + 2 * kvw);
+    run(l, kAttention, Hkv);
+    run(l, kO, D);
     rmsnorm_rows(x, static_cast<const T*>(L.post_norm), n, D, p.eps, xn);
-    float* gate = base + ws.gate;
-    float* up = base + ws.up;
-    matvec(static_cast<const T*>(L.gate), I, D, xn, D, n, [&](int j, int o, float a) { gate[j * I + o] = R::round(a); });
-    matvec(static_cast<const T*>(L.up), I, D, xn, D, n, [&](int j, int o, float a) { up[j * I + o] = R::round(a); });
-    for (int64_t e = 0; e < static_cast<int64_t>(n) * I; ++e) gate[e] = silu_gate<R>(gate[e], up[e]);
-    matvec(static_cast<const T*>(L.down), D, I, gate, I, n,
-           [&](int j, int o, float a) { x[j * D + o] = residual<R>(x[j * D + o], a); });
+    run(l, kMlpIn, I);
+    run(l, kDown, D);
   }
-
-  // Heads of the last token.
   const float* last = x + static_cast<int64_t>(n - 1) * D;
   rmsnorm_rows(last, static_cast<const T*>(p.final_norm), 1, D, p.eps, xn);
-  float* logits = p.logits + b * static_cast<int64_t>(p.k) * p.vocab;
-  matvec(static_cast<const T*>(p.lm_head), p.k * p.vocab, D, xn, D, 1,
-         [&](int, int o, float a) { logits[o] = R::round(a); });
-  float* loss = p.loss_pred + b * p.k;
-  matvec(static_cast<const T*>(p.loss_head), p.k, D, xn, D, 1, [&](int, int o, float a) { loss[o] = R::round(a); });
+  run(0, kLm, static_cast<int64_t>(p.k) * p.vocab + p.k);
 }
 
-AUTOGAZE_CLONES void samples_f32(const Params& p, int64_t begin, int64_t end) {
-  for (int64_t b = begin; b < end; ++b) sample<float>(p, b);
+void sample_any(const Params& p, int64_t b, const ParallelFor& par) {
+  switch (p.dtype) {
+    case DType::kFloat32: return sample<float>(p, b, par);
+    case DType::kBFloat16: return sample<BFloat16>(p, b, par);
+    case DType::kFloat16: return sample<Float16>(p, b, par);
+  }
 }
 
 }  // namespace
 
 void decode_cpu(const Params& p, int64_t begin, int64_t end) {
-  switch (p.dtype) {
-    case DType::kFloat32: return samples_f32(p, begin, end);
-    case DType::kBFloat16:
-      for (int64_t b = begin; b < end; ++b) sample<BFloat16>(p, b);
-      return;
-    case DType::kFloat16:
-      for (int64_t b = begin; b < end; ++b) sample<Float16>(p, b);
-      return;
-  }
+  const ParallelFor serial = [](int64_t count, const std::function<void(int64_t, int64_t)>& body) { body(0, count); };
+  for (int64_t b = begin; b < end; ++b) sample_any(p, b, serial);
 }
+
+void decode_cpu_sample(const Params& p, int64_t b, const ParallelFor& par) { sample_any(p, b, par); }
 
 }  // namespace autogaze::decode

@@ -49,23 +49,62 @@ class DecodeState:
 BACKENDS = ("auto", "reference", "native")
 
 
-def selection_op(backend: str, device: torch.device):
-    """The selection step to use: ``reference.select_step`` or the native op.
+class ReferenceStep:
+    """A decode call in plain PyTorch: ``decoder.forward`` then the heads of the last token."""
 
-    ``auto`` takes the native op on the CPU when the extension is built. On CUDA it stays on the
-    reference until the CUDA kernel has been verified on a GPU (ask for ``native`` to try it).
+    def __init__(self, decoder: GazeDecoder):
+        self.decoder = decoder
+
+    def __call__(self, x, positions, visible, cache: KVCache):
+        return self.decoder.heads(self.decoder(x, positions, visible, cache)[:, -1])
+
+
+class NativeStep:
+    """The same decode call as one native op (``ops.decode_step``)."""
+
+    def __init__(self, decoder: GazeDecoder, ops):
+        self.decoder, self.ops = decoder, ops
+        self.weights = ops.decoder_weights(decoder)
+
+    def __call__(self, x, positions, visible, cache: KVCache):
+        n = x.shape[1]
+        cache.reserve(n)
+        out = self.ops.decode_step(x, positions, visible, cache.k, cache.v, cache.key_mask,
+                                   cache.length, self.weights, self.decoder.inv_freq,
+                                   self.decoder.cfg.rms_norm_eps)
+        cache.length += n
+        return out
+
+
+def native_ops(backend: str, device: torch.device):
+    """``autogaze_ext.ops`` when ``backend`` asks for the native path here, else None.
+
+    ``auto`` takes the native ops on the CPU when the extension is built. On CUDA it stays on the
+    reference until the CUDA kernels have been verified on a GPU (ask for ``native`` to try them).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "reference" or (backend == "auto" and device.type != "cpu"):
-        return reference.select_step
+        return None
     try:
         from . import ops
     except ImportError:
         if backend == "native":
             raise
-        return reference.select_step
-    return ops.select_step
+        return None
+    return ops
+
+
+def selection_op(backend: str, device: torch.device):
+    """The selection step to use: ``reference.select_step`` or the native op."""
+    ops = native_ops(backend, device)
+    return reference.select_step if ops is None else ops.select_step
+
+
+def decode_op(backend: str, decoder: GazeDecoder):
+    """The decode call to use: ``ReferenceStep`` or ``NativeStep``."""
+    ops = native_ops(backend, decoder.lm_head.weight.device)
+    return ReferenceStep(decoder) if ops is None else NativeStep(decoder, ops)
 
 
 def new_state(decoder: GazeDecoder, batch: int, capacity: int) -> DecodeState:
@@ -102,16 +141,18 @@ def _prefill(decoder: GazeDecoder, state: DecodeState, vision: torch.Tensor):
 
 def gaze_frame(decoder: GazeDecoder, state: DecodeState, vision: torch.Tensor, budget: int,
                requirement: torch.Tensor | None, sampling: Sampling, coupled: bool,
-               early_exit: bool, select=reference.select_step):
+               early_exit: bool, select=reference.select_step, decode=None):
     """Generate one frame's gaze for the batch.
 
     vision (B,P,D) vision tokens; budget: max tokens M_t of the frame; requirement (B,) or None.
-    ``select`` is the selection step (``reference.select_step`` or the native op).
+    ``select`` is the selection step (``reference.select_step`` or the native op); ``decode`` the
+    decode call (``ReferenceStep`` by default, or ``NativeStep``).
     Returns tokens (B,M_t) local ids in generation order (EOS = pad, also after the count) and
     counts (B,) slots used per sample (pads included).
     """
     cfg = decoder.cfg
     k, eos, vocab = cfg.num_multi_token_pred, cfg.eos_token_id, cfg.vocab_size
+    decode = decode or ReferenceStep(decoder)
     batch, device = vision.shape[0], vision.device
     steps = math.ceil(budget / k)
     state.cache.reserve(frame_capacity(vision.shape[1], budget, k))
@@ -137,9 +178,8 @@ def gaze_frame(decoder: GazeDecoder, state: DecodeState, vision: torch.Tensor, b
         if step + 1 == steps or (early_exit and bool(done.all())):
             break
         fed_ids.append(fed)
-        hidden = decoder(decoder.embed(fed).to(vision.dtype), tail,
-                         (~done)[:, None].expand(batch, k), state.cache)
-        logits, loss_pred = decoder.heads(hidden[:, -1])
+        logits, loss_pred = decode(decoder.embed(fed).to(vision.dtype), tail,
+                                   (~done)[:, None].expand(batch, k), state.cache)
 
     # From the next frame on, pads fed during this frame stop being visible (spec §6.3).
     if fed_ids:

@@ -18,8 +18,8 @@ from .checkpoint import (load_matching, load_safetensors, resolve_checkpoint_dir
 from .config import AutoGazeConfig
 from .decoder import GazeDecoder
 from .encoder import Connector, ShallowVideoConvNet
-from .generation import (DecodeState, Sampling, frame_capacity, gaze_frame, new_state,
-                         selection_op)
+from .generation import (DecodeState, Sampling, decode_op, frame_capacity, gaze_frame,
+                         new_state, selection_op)
 from .layout import (GazeOutput, assemble, cut_tiles, from_mask, merge_tile_masks, tile_grid,
                      unpad)
 from .preprocess import ProcessorConfig, preprocess
@@ -207,12 +207,14 @@ class AutoGaze(nn.Module):
         k = decoder.cfg.num_multi_token_pred
         capacity = sum(frame_capacity(vision.shape[2], m, k) for m in frame_budgets)
         state = new_state(decoder, batch, capacity)
+        select = selection_op(sampling.backend, video.device)
+        decode = decode_op(sampling.backend, decoder)
         tokens, counts = [], []
         for t, budget in enumerate(frame_budgets):
             req = None if requirement is None else requirement[:, t]
             tok, n = gaze_frame(decoder, state, vision[:, t], budget, req, sampling, coupled,
-                                early_exit=video.device.type == "cpu",
-                                select=selection_op(sampling.backend, video.device))
+                                early_exit=video.device.type == "cpu", select=select,
+                                decode=decode)
             tokens.append(tok)
             counts.append(n)
         return tokens, counts, requirement
@@ -339,7 +341,8 @@ class AutoGaze(nn.Module):
             tok, n = gaze_frame(self.gazing_model.gaze_decoder, state.decode, vision[:, 0],
                                 frame_budgets[0], req, sampling, official_batching,
                                 early_exit=video.device.type == "cpu",
-                                select=selection_op(sampling.backend, video.device))
+                                select=selection_op(sampling.backend, video.device),
+                                decode=decode_op(sampling.backend, self.gazing_model.gaze_decoder))
         state.frames_seen += 1
         eos = self.gazing_model.gaze_decoder.cfg.eos_token_id
         return self._output(assemble([tok], [n], self.num_tokens, self.config.tokens_per_scale, eos),
