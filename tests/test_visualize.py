@@ -98,3 +98,44 @@ def test_overlay_video_roundtrip(tmp_path):
     path = save_overlay_video(frames, make_result(4, [[(0, 0)]] * 4), tmp_path / "overlay.mp4", fps=10)
     back = read_video(path)
     assert back.shape == (4, 62, 80, 3)
+
+
+# ---- three-panel view -----------------------------------------------------------------------
+
+def test_three_panel_frames_layout_and_crisp_cells():
+    from autogaze_ext.visualize import SCALE_COLORS, kept_percent, three_panel_frames
+
+    frames = np.full((2, 100, 200, 3), 120, np.uint8)
+    # frame 0: the top-left coarse cell (2x2 grid); frame 1: the bottom-right finest cell
+    result = make_result(2, [[(0, 0)], [(3, 195)]])
+    out = three_panel_frames(frames, result, panel_size=200)
+    assert out.shape == (2, 100, 600, 3) and out.dtype == np.uint8
+    mask0, gazed0 = out[0, :, 200:400], out[0, :, 400:]
+    # the coarse cell is drawn over its full area (25 px below the caption to its edge)
+    inner = mask0[25:48, 2:98]
+    assert (inner == SCALE_COLORS[0].astype(np.uint8)).all()
+    assert (mask0[52:, 102:] == 32).all()  # the rest is background
+    assert (gazed0[25:48, 2:98] == 120).all() and (gazed0[52:, 102:] == 0).all()
+    mask1 = out[1, :, 200:400]
+    assert (mask1[94:99, 187:199] == SCALE_COLORS[3].astype(np.uint8)).all()
+    assert kept_percent(result) == pytest.approx([100 / 265, 100 / 265])
+
+
+def test_three_panel_frames_even_sizes_and_tiled_grids(tmp_path):
+    pytest.importorskip("av")
+    from autogaze_ext.visualize import save_three_panel_video, three_panel_frames
+
+    frames = np.random.default_rng(0).integers(0, 255, (3, 49, 65, 3), dtype=np.uint8)
+    masks = [torch.zeros(3, 2 * 4), torch.ones(3, 4 * 8)]  # non-square grids, as mode="tile"
+    result = {"gazing_mask": masks, "scale_grids": [(2, 4), (4, 8)]}
+    out = three_panel_frames(frames, result, panel_size=65)
+    assert out.shape[1] % 2 == 0 and out.shape[2] % 6 == 0 and out.shape[0] == 3
+    path = save_three_panel_video(frames, result, tmp_path / "v.mp4", fps=10, panel_size=65,
+                                  first_index=7)
+    import av
+
+    with av.open(str(path)) as container:
+        decoded = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(decoded) == 3 and decoded[0].shape == out.shape[1:]
+    stats = coverage_stats(result)
+    assert stats["candidates_per_frame"] == 8 + 32 and stats["tokens_per_frame"] == [32] * 3

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-__all__ = ["gaze_overlay", "gaze_grid_image", "save_overlay_video", "coverage_stats", "SCALE_COLORS"]
+__all__ = ["gaze_overlay", "gaze_grid_image", "save_overlay_video", "coverage_stats", "SCALE_COLORS",
+           "kept_percent", "three_panel_frames", "save_three_panel_video"]
 
 # RGB highlight per scale, coarse to fine (cycled when a model has more scales).
 SCALE_COLORS = np.array([(255, 90, 60), (255, 200, 0), (60, 220, 90), (70, 160, 255)], np.float32)
@@ -36,8 +37,14 @@ def _to_numpy(array: Any) -> np.ndarray:
 def _scale_grids(result: Mapping | Sequence, num_frames: int | None = None) -> list[np.ndarray]:
     """``result["gazing_mask"]`` (or the list itself) → per-scale bool ``(T, g, g)`` grids."""
     masks = result["gazing_mask"] if isinstance(result, Mapping) else result
+    shapes = result.get("scale_grids") if isinstance(result, Mapping) else None
     grids = []
     for i, mask in enumerate(masks):
+        if shapes is not None:  # (rows, cols) per scale, e.g. the tiled grids of mode="tile"
+            rows, cols = (int(v) for v in shapes[i])
+            mask = _to_numpy(mask).reshape(-1, rows * cols)
+            grids.append(mask.reshape(len(mask), rows, cols) > 0)
+            continue
         mask = _to_numpy(mask)
         if mask.ndim == 3:
             if mask.shape[0] != 1:
@@ -211,3 +218,82 @@ def coverage_stats(result: Mapping | Sequence) -> dict:
         "tokens_per_scale": counts.sum(0).tolist(),
         "scales": [int(s) for s in scales] if scales is not None else None,
     }
+
+
+# ---- three-panel view: input | multi-scale mask | gazed pixels only ------------------------
+
+def _even(n: int) -> int:
+    return max(2, n - n % 2)
+
+
+def _mask_panels(video: np.ndarray, grids: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Per frame: the multi-scale mask (each gazed cell filled over its full area in its scale's
+    color, finer scales over coarser, dark 1-pixel cell borders) and the gazed pixels only (the
+    frame where any scale gazes, black elsewhere). Both uint8 ``(T, H, W, 3)``."""
+    _, height, width, _ = video.shape
+    layers = []
+    for i, grid in enumerate(grids):
+        rows, row_edge = _cell_index(height, grid.shape[1])
+        cols, col_edge = _cell_index(width, grid.shape[2])
+        layers.append((grid, rows, cols, row_edge[:, None] | col_edge[None, :],
+                       SCALE_COLORS[i % len(SCALE_COLORS)].astype(np.uint8)))
+    mask_out = np.zeros_like(video)
+    gazed_out = np.zeros_like(video)
+    for t, frame in enumerate(video):
+        canvas = np.full_like(frame, 32)
+        anywhere = np.zeros(frame.shape[:2], bool)
+        for grid, rows, cols, outline, color in layers:
+            cells = grid[t][rows[:, None], cols[None, :]]
+            if cells.any():
+                canvas[cells] = color
+                canvas[cells & outline] = (color * 0.55).astype(np.uint8)
+                anywhere |= cells
+        mask_out[t] = canvas
+        gazed_out[t] = np.where(anywhere[..., None], frame, 0)
+    return mask_out, gazed_out
+
+
+def kept_percent(result: Mapping | Sequence) -> list[float]:
+    """Per frame: gazed tokens as a percentage of the candidate tokens (all scales)."""
+    return _kept(_scale_grids(result))
+
+
+def _kept(grids: list[np.ndarray]) -> list[float]:
+    per_frame = sum(g.shape[1] * g.shape[2] for g in grids)
+    return [100.0 * n / per_frame for n in _frame_counts(grids).sum(1).tolist()]
+
+
+def three_panel_frames(frames: Any, result: Mapping | Sequence, panel_size: int = 320,
+                       first_index: int = 0) -> np.ndarray:
+    """``input | multi-scale mask | gazed pixels only`` side by side, with the frame index and
+    kept % written on each frame (frame numbers start at ``first_index``). Each panel has its longer side ``panel_size`` (aspect kept,
+    sizes rounded down to even so the result encodes as yuv420p).
+
+    Returns uint8 ``(T, h, 3·w, 3)`` numpy with h, w even.
+    """
+    video = _to_numpy(frames)
+    grids = _scale_grids(result, len(video))
+    h, w = _target_size(video.shape[1], video.shape[2], panel_size)
+    video = _as_video(video, (_even(h), _even(w)))
+    mask, gazed = _mask_panels(video, grids)
+    out = np.concatenate([video, mask, gazed], axis=2)
+    kept = _kept(grids)
+    font = ImageFont.load_default()
+    for t in range(len(out)):
+        image = Image.fromarray(out[t])
+        draw = ImageDraw.Draw(image)
+        text = f"t={first_index + t}  kept {kept[t]:.1f}%"
+        box = draw.textbbox((4, 4), text, font=font)
+        draw.rectangle((box[0] - 2, box[1] - 2, box[2] + 2, box[3] + 2), fill=(0, 0, 0))
+        draw.text((4, 4), text, fill=(255, 255, 255), font=font)
+        out[t] = np.asarray(image)
+    return out
+
+
+def save_three_panel_video(frames: Any, result: Mapping | Sequence, path: str | os.PathLike,
+                           fps: float = 25, panel_size: int = 320, first_index: int = 0) -> Path:
+    """Encode ``three_panel_frames`` to an mp4 (needs PyAV)."""
+    from .video import write_video
+
+    write_video(path, three_panel_frames(frames, result, panel_size, first_index), fps=max(1, round(fps)))
+    return Path(path)
