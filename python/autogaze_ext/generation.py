@@ -1,4 +1,7 @@
-"""Frame-by-frame gaze generation with a static KV cache (reference path; spec §6.2-6.4).
+"""Frame-by-frame gaze generation with a static KV cache (spec §6.2-6.4).
+
+The selection step and the decode call are pluggable: plain PyTorch (the reference) or the native
+ops (``ops.select_step``, ``ops.decode_step``), chosen by ``backend`` (see ``native_ops``).
 
 One frame: a prefill feeds the previous frame's leftover tokens and the frame's vision tokens; then
 selection steps pick up to K ids each from the K heads of the last fed token, and every step but
