@@ -32,5 +32,7 @@ python3 bench/gaze_stages.py --device cuda --batch 1 >"$out/stages_b1.txt" 2>&1
 status "gaze stages B=1" "rc=$?"
 python3 bench/gaze_stages.py --device cuda --batch 64 --ratios 0.1 >"$out/stages_b64.txt" 2>&1
 status "gaze stages B=64" "rc=$?"
-cat "$out"/stages_b*.txt
+python3 bench/bench_graphs.py >"$out/graphs.txt" 2>&1
+status "cuda graphs bench" "rc=$?"
+cat "$out"/stages_b*.txt "$out/graphs.txt"
 cat "$out/summary.txt"

@@ -20,6 +20,7 @@ from .decoder import GazeDecoder
 from .encoder import Connector, ShallowVideoConvNet
 from .generation import (DecodeState, Sampling, decode_op, frame_capacity, gaze_frame,
                          new_state, selection_op)
+from .graphs import GraphCache
 from .layout import (GazeOutput, assemble, cut_tiles, from_mask, merge_tile_masks, tile_grid,
                      unpad)
 from .preprocess import ProcessorConfig, preprocess
@@ -71,6 +72,7 @@ class AutoGaze(nn.Module):
         self.config = config
         self.processor = processor or ProcessorConfig.release()
         self.gazing_model = GazingModel(config)
+        self.cuda_graphs = GraphCache()
 
     # ---- checkpoints ------------------------------------------------------------------------
     @classmethod
@@ -162,7 +164,7 @@ class AutoGaze(nn.Module):
     @torch.no_grad()
     def forward(self, video, gazing_ratio=None, task_loss_requirement=None, target_scales=None,
                 target_patch_size=None, do_sample=False, temperature=1.0, generator=None,
-                official_batching=False, backend="auto") -> GazeOutput:
+                official_batching=False, backend="auto", cuda_graph=False) -> GazeOutput:
         """Gaze a preprocessed video.
 
         video: (B,T,3,H,W) float (or ``{"video": video}``). gazing_ratio: float in (0,1] or a
@@ -185,11 +187,18 @@ class AutoGaze(nn.Module):
                 if tiled is not None:
                     return tiled
             return self._generate(video, gazing_ratio, task_loss_requirement, sampling,
-                                  official_batching)
+                                  official_batching, cuda_graph)
 
-    def _generate(self, video, gazing_ratio, task_loss_requirement, sampling, coupled):
-        tokens, counts, requirement = self.generate_frames(video, gazing_ratio,
-                                                           task_loss_requirement, sampling, coupled)
+    def _generate(self, video, gazing_ratio, task_loss_requirement, sampling, coupled,
+                  cuda_graph=False):
+        if cuda_graph and video.is_cuda and not sampling.do_sample:
+            tokens, counts, requirement = self._generate_graphed(video, gazing_ratio,
+                                                                 task_loss_requirement, sampling,
+                                                                 coupled)
+        else:
+            tokens, counts, requirement = self.generate_frames(video, gazing_ratio,
+                                                               task_loss_requirement, sampling,
+                                                               coupled)
         eos = self.gazing_model.gaze_decoder.cfg.eos_token_id
         return self._output(assemble(tokens, counts, self.num_tokens, self.config.tokens_per_scale,
                                      eos), requirement)
@@ -198,11 +207,32 @@ class AutoGaze(nn.Module):
                         coupled: bool):
         """Raw generation: per frame, tokens (B,M_t) (EOS pads) and slot counts (B,), plus the
         (B,T) requirement or None. ``video`` must already be checked."""
-        vision, _ = self.embed(video)
-        batch, frames = vision.shape[:2]
         frame_budgets, requirement = budgets.resolve(
-            self.config, gazing_ratio, task_loss_requirement, batch, frames, video.device,
-            sampling.generator)
+            self.config, gazing_ratio, task_loss_requirement, video.shape[0], video.shape[1],
+            video.device, sampling.generator)
+        tokens, counts = self._run_frames(video, frame_budgets, requirement, sampling, coupled)
+        return tokens, counts, requirement
+
+    def _generate_graphed(self, video, gazing_ratio, task_loss_requirement, sampling, coupled):
+        """``generate_frames`` through a cached whole-clip CUDA graph (greedy only)."""
+        frame_budgets, requirement = budgets.resolve(
+            self.config, gazing_ratio, task_loss_requirement, video.shape[0], video.shape[1],
+            video.device, sampling.generator)
+        # the parameters' addresses too: a graph reads the weights it was captured with
+        key = (tuple(video.shape), video.dtype, video.device, tuple(frame_budgets),
+               requirement is not None, coupled, sampling.backend,
+               tuple(p.data_ptr() for p in self.parameters()))
+
+        def program(clip, req):
+            return self._run_frames(clip, frame_budgets, req, sampling, coupled)
+
+        tokens, counts = self.cuda_graphs.run(key, program, video, requirement)
+        return tokens, counts, requirement
+
+    def _run_frames(self, video, frame_budgets, requirement, sampling: Sampling, coupled: bool):
+        """The clip program: embed, then every frame's generation; no host reads on CUDA."""
+        vision, _ = self.embed(video)
+        batch = vision.shape[0]
         decoder = self.gazing_model.gaze_decoder
         k = decoder.cfg.num_multi_token_pred
         capacity = sum(frame_capacity(vision.shape[2], m, k) for m in frame_budgets)
@@ -217,7 +247,7 @@ class AutoGaze(nn.Module):
                                 decode=decode)
             tokens.append(tok)
             counts.append(n)
-        return tokens, counts, requirement
+        return tokens, counts
 
     def _output(self, fields: dict, requirement) -> GazeOutput:
         fields.update(scales=list(self.scales), num_vision_tokens_each_frame=self.num_tokens,
