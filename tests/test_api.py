@@ -196,3 +196,62 @@ def test_tile_mode_single_tile_equals_resize_mode(model):
     resized = gaze(frames, model, gazing_ratio=RATIO, clip_len=4)
     assert tiled["scale_grids"] == resized["scale_grids"]
     assert clip_frames(tiled, 0, 3) == [sorted(f) for f in clip_frames(resized, 0, 3)]
+
+
+# ---- target scales (spec §8.1) ---------------------------------------------------------------
+
+TARGET = dict(target_scales=[56, 112, 196, 392], target_patch_size=14)  # SigLIP2 at 392 px
+TARGET_PER_SCALE = [16, 64, 196, 784]  # (target // patch)²
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: OpenMP threads spin badly on a small, busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_target_scales_equal_the_model_called_on_each_clip(model, one_thread):
+    from autogaze_ext.preprocess import preprocess
+
+    frames = synthetic_video(6, 48, 80, seed=5)
+    out = gaze(frames, model, gazing_ratio=RATIO, clip_len=4, batch_size=1, **TARGET)
+    assert out["scale_grids"] == [(4, 4), (8, 8), (14, 14), (28, 28)]
+    assert out["num_vision_tokens_each_frame"] == sum(TARGET_PER_SCALE)
+    assert out["frame_offsets"].shape == (7,)
+    video = preprocess(frames, size=(392, 392), config=model.processor)
+    for c, clip in enumerate((video[:4][None], _pad_clip(video[4:], 4))):  # clips of 4 frames
+        expected = model(clip, gazing_ratio=RATIO, **TARGET)
+        t = min(4, 6 - 4 * c)
+        for got, want in zip(out["gazing_mask"], expected["gazing_mask"]):
+            assert torch.equal(got[0, 4 * c : 4 * c + t], want[0, :t])
+    counts = out["frame_offsets"].diff()
+    assert bool((counts > 0).all())
+    mask = torch.cat(out["gazing_mask"], -1)[0]
+    assert mask.sum().item() == out["ids"].numel()
+
+
+def test_target_scales_equal_to_the_model_layout_change_nothing(model, one_thread):
+    frames = synthetic_video(3, 48, 80, seed=6)
+    plain = gaze(frames, model, gazing_ratio=RATIO, clip_len=4)
+    same = gaze(frames, model, gazing_ratio=RATIO, clip_len=4, target_scales=[32, 64, 112, 224],
+                target_patch_size=16)
+    _same(same, plain)
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    (dict(target_scales=[56, 112, 196, 392]), ValueError, "given together"),
+    (dict(target_patch_size=14), ValueError, "given together"),
+    (dict(target_scales=[56, 112, 392], target_patch_size=14), ValueError, "4 ascending sizes"),
+    (dict(target_scales=[112, 56, 196, 392], target_patch_size=14), ValueError, "ascending"),
+    (dict(target_scales=[56, 112, 196, 400], target_patch_size=14), ValueError, "multiples"),
+    (dict(target_scales=[56, 112, 196, 392], target_patch_size=0), ValueError, "target_patch_size"),
+    (dict(target_scales=[56, 112, 196, -392], target_patch_size=14), ValueError, "positive"),
+    (dict(target_scales="56", target_patch_size=14), TypeError, "target_scales"),
+    (dict(mode="tile", **TARGET), ValueError, "mode='resize' only"),
+])
+def test_bad_target_scales(model, kwargs, error, message):
+    with pytest.raises(error, match=message):
+        gaze(synthetic_video(2, 32, 32), model, gazing_ratio=RATIO, **kwargs)

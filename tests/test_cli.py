@@ -306,8 +306,13 @@ def test_bad_video_one_line_error_and_nothing_written(kind, message, tmp_path, c
     (["--start", "-1"], "--start"),
     (["--mode", "zoom"], "invalid choice"),
     (["--device", "tpu"], "invalid choice"),
-    (["--target-scales", "32", "64"], "not supported by gaze() yet"),
-    (["--target-patch-size", "16"], "not supported by gaze() yet"),
+    (["--target-scales", "56", "112", "196", "392"], "given together"),
+    (["--target-patch-size", "16"], "given together"),
+    (["--target-scales", "56", "112", "392", "--target-patch-size", "14"], "4 ascending sizes"),
+    (["--target-scales", "56", "112", "196", "400", "--target-patch-size", "14"], "multiples"),
+    (["--target-scales", "0", "112", "196", "392", "--target-patch-size", "14"], "positive"),
+    (["--frames", "100000:"], "none at index 100000"),
+    (["--start", "100000"], "none at index 100000"),
     (["--mode", "tile", "--target-scales", "32"], "--mode resize only"),
     (["--out", "{tmp}/a/b/run"], "does not exist"),
     (["--out", "{tmp}/file.txt"], "folder"),
@@ -407,3 +412,46 @@ def test_bench_without_model_says_pass_model(capsys, monkeypatch):
     monkeypatch.delenv("AUTOGAZE_MODEL", raising=False)
     code, _, err = run_cli(["bench"], capsys)
     assert code == 2 and "--model" in err
+
+
+# ---- target scales, all-or-nothing single-file outputs ----------------------------------------
+
+@needs_gaze
+def test_gaze_target_scales_reach_gaze(tmp_path, capsys):
+    require_av()
+    import torch
+
+    out = tmp_path / "x.json"
+    code, stdout, err = run_cli(["gaze", example_clip_path(), "--model", MODEL, "--frames", "2",
+                                 "--ratio", "0.02", "--device", "cpu", "--target-scales", "56",
+                                 "112", "196", "392", "--target-patch-size", "14", "--out", out],
+                                capsys)
+    assert code == 0, err
+    doc = json.loads(out.read_text())
+    assert doc["scale_grids"] == [[4, 4], [8, 8], [14, 14], [28, 28]]
+    assert doc["num_vision_tokens_each_frame"] == 1060
+    assert doc["run"]["target_scales"] == [56, 112, 196, 392]
+    model = autogaze_ext.AutoGaze.from_pretrained(MODEL)
+    frames = np.stack(decode(example_clip_path())[:2])
+    with torch.no_grad():
+        expected = autogaze_ext.gaze(frames, model, gazing_ratio=0.02,
+                                     target_scales=[56, 112, 196, 392], target_patch_size=14)
+    assert doc["ids_per_frame"] == [expected["ids"][a:b].tolist() for a, b in
+                                    zip(expected["frame_offsets"], expected["frame_offsets"][1:])]
+    assert "of 2120 candidates" in stdout
+
+
+@needs_gaze
+def test_single_file_outputs_all_or_nothing(tmp_path, capsys, monkeypatch):
+    require_av()
+    from autogaze_ext import visualize
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("encoder exploded")
+
+    monkeypatch.setattr(visualize, "save_overlay_video", broken)
+    code, _, err = run_cli(["gaze", example_clip_path(), "--model", MODEL, "--device", "cpu",
+                            "--frames", "2", "--ratio", "0.02", "--out", tmp_path / "x.json",
+                            "--png", tmp_path / "x.png", "--video", tmp_path / "x.mp4"], capsys)
+    assert code == 1 and "encoder exploded" in err and len(err.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []  # x.json and x.png were written, then not kept

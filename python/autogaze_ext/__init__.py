@@ -12,6 +12,7 @@ from .layout import GazeOutput
 from .model import AutoGaze
 from .preprocess import ProcessorConfig, preprocess
 from .siglip import SparseSiglipVisionModel
+from .stream import GazeStream, StreamFrame
 from .video import example_clip_path, read_video, synthetic_video
 
 
@@ -22,5 +23,5 @@ def build_info() -> dict:
     return _build_info()
 
 
-__all__ = ["AutoGaze", "AutoGazeConfig", "GazeOutput", "ProcessorConfig", "SparseSiglipVisionModel",
-           "build_info", "example_clip_path", "gaze", "preprocess", "read_video", "synthetic_video"]
+__all__ = ["AutoGaze", "AutoGazeConfig", "GazeOutput", "GazeStream", "ProcessorConfig",
+           "SparseSiglipVisionModel", "StreamFrame", "build_info", "example_clip_path", "gaze", "preprocess", "read_video", "synthetic_video"]

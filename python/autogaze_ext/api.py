@@ -10,6 +10,7 @@ import torch
 from . import budget as budgets
 from .layout import GazeOutput, assemble, cut_tiles, from_mask, merge_tile_masks
 from .model import AutoGaze, exact_float32
+from .preprocess import preprocess
 
 
 def _check_frames(frames) -> torch.Tensor:
@@ -38,9 +39,38 @@ def _clips(video: torch.Tensor, clip_len: int) -> torch.Tensor:
     return video.view(n, clip_len, *video.shape[1:])
 
 
+def _check_target(model: AutoGaze, target_scales,
+                  target_patch_size) -> tuple[list[int], int] | None:
+    """Validate ``target_scales``/``target_patch_size`` (spec §8.1); None when neither is given or
+    they name the model's own layout (no tiling then, as officially)."""
+    if target_scales is None and target_patch_size is None:
+        return None
+    if target_scales is None or target_patch_size is None:
+        raise ValueError("target_scales and target_patch_size must be given together")
+    patch = target_patch_size
+    if isinstance(patch, bool) or not isinstance(patch, int) or patch < 1:
+        raise ValueError(f"target_patch_size must be a positive int, got {patch!r}")
+    if isinstance(target_scales, (str, bytes)) or not hasattr(target_scales, "__len__"):
+        raise TypeError(f"target_scales must be a sequence of ints, got "
+                        f"{type(target_scales).__name__}")
+    scales = list(target_scales)
+    if any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in scales):
+        raise ValueError(f"target_scales must be positive ints, got {target_scales!r}")
+    if len(scales) != len(model.scales) or sorted(set(scales)) != scales:
+        raise ValueError(f"target_scales must be {len(model.scales)} ascending sizes (one per "
+                         f"model scale {model.scales}), got {scales}")
+    if any(s % patch for s in scales):
+        raise ValueError(f"target_scales {scales} must be multiples of target_patch_size {patch}")
+    own = [(s // patch) ** 2 for s in scales] == model.config.tokens_per_scale
+    if scales == model.scales and own:
+        return None
+    return scales, patch
+
+
 def gaze(frames, model: AutoGaze, gazing_ratio=None, task_loss_requirement=None, mode="resize",
          device=None, clip_len=None, batch_size=16, official_batching=False, do_sample=False,
-         temperature=1.0, generator=None, backend="auto") -> GazeOutput:
+         temperature=1.0, generator=None, backend="auto", target_scales=None,
+         target_patch_size=None) -> GazeOutput:
     """Gaze a whole video in one call.
 
     frames: uint8 (T,H,W,3), numpy or torch, any length and size. The video is cut into clips of
@@ -52,6 +82,11 @@ def gaze(frames, model: AutoGaze, gazing_ratio=None, task_loss_requirement=None,
     resizes to its input size); ``"tile"`` keeps the full resolution, cuts each frame into
     model-size tiles (zero-padded bottom/right) and gazes every tile, giving per-scale grids of
     ``rows·g × cols·g`` cells (``scale_grids``); ids are then sorted within a frame.
+    target_scales/target_patch_size (resize mode only): gaze for a downstream ViT of another
+    resolution (spec §8.1), e.g. ``[56, 112, 196, 392]`` and 14 for SigLIP2 at 392 px. Frames are
+    resized to the largest target scale, every clip is gazed as ``model(clip, target_scales=…,
+    target_patch_size=…)`` would, and the per-scale grids become ``target // patch`` cells a side
+    (ids sorted within a frame; generation order is lost, as officially).
     device: run there (the model is moved to it). Returns a ``GazeOutput`` with batch size 1.
     """
     if mode not in ("resize", "tile"):
@@ -67,6 +102,10 @@ def gaze(frames, model: AutoGaze, gazing_ratio=None, task_loss_requirement=None,
                         "per-frame budgets call the model on a clip")
     if task_loss_requirement is not None and not isinstance(task_loss_requirement, (int, float)):
         raise TypeError("task_loss_requirement of gaze() must be one number for the whole video")
+    target = _check_target(model, target_scales, target_patch_size)
+    if target is not None and mode != "resize":
+        raise ValueError("target_scales/target_patch_size work with mode='resize' only (tile mode "
+                         "already gazes at full resolution)")
     if device is not None:
         model.to(device)
     sampling = budgets.check_sampling(do_sample, temperature, generator, backend)
@@ -75,6 +114,10 @@ def gaze(frames, model: AutoGaze, gazing_ratio=None, task_loss_requirement=None,
     rows = cols = 1
     if mode == "tile":
         rows, cols = math.ceil(frames.shape[1] / size), math.ceil(frames.shape[2] / size)
+
+    if target is not None:
+        return _gaze_target(frames, model, gazing_ratio, task_loss_requirement, clip_len,
+                            batch_size, sampling, official_batching, *target)
 
     tokens, counts, requirement = [], [], []
     span = batch_size * clip_len  # frames per chunk; preprocessing per chunk bounds memory
@@ -117,6 +160,31 @@ def gaze(frames, model: AutoGaze, gazing_ratio=None, task_loss_requirement=None,
     if req is not None:
         req = req[:: rows * cols].flatten()[:total].unsqueeze(0)
     fields.update(scales=list(model.scales), num_vision_tokens_each_frame=n_total,
+                  scale_grids=grids, frame_sampling_rate=model.config.vision.temporal_patch_size,
+                  has_task_loss_requirement=req is not None, task_loss_requirement=req)
+    return GazeOutput(fields)
+
+
+def _gaze_target(frames, model, gazing_ratio, task_loss_requirement, clip_len, batch_size,
+                 sampling, official_batching, scales, patch) -> GazeOutput:
+    """``gaze()`` with target scales: frames resized to ``scales[-1]``² and clips of ``clip_len``
+    frames gazed through ``model._tiled`` (``batch_size`` clips per call)."""
+    total, side = frames.shape[0], scales[-1]
+    masks, requirement = [], []
+    with exact_float32(model.dtype == torch.float32):
+        for first in range(0, total, batch_size * clip_len):
+            chunk = frames[first : first + batch_size * clip_len]
+            video = _clips(preprocess(chunk, size=(side, side), config=model.processor), clip_len)
+            video = model._check_video(video.to(model.device), name="frames")
+            out = model._tiled(video, gazing_ratio, task_loss_requirement, scales, patch, sampling,
+                               official_batching)
+            masks.append(torch.cat(out["gazing_mask"], -1))  # (b, L, N_new)
+            requirement.append(out["task_loss_requirement"])
+    grids = [(s // patch,) * 2 for s in scales]
+    mask = torch.cat(masks).flatten(0, 1)[:total].unsqueeze(0)
+    fields = from_mask(mask, [r * c for r, c in grids])
+    req = None if requirement[0] is None else torch.cat(requirement).flatten()[:total].unsqueeze(0)
+    fields.update(scales=list(model.scales), num_vision_tokens_each_frame=mask.shape[-1],
                   scale_grids=grids, frame_sampling_rate=model.config.vision.temporal_patch_size,
                   has_task_loss_requirement=req is not None, task_loss_requirement=req)
     return GazeOutput(fields)

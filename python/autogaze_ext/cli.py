@@ -1,4 +1,5 @@
-"""Command line: ``autogaze gaze VIDEO …`` and ``autogaze info`` (also ``python -m autogaze_ext``).
+"""Command line: ``autogaze gaze|stream VIDEO …``, ``autogaze info|bench`` (also
+``python -m autogaze_ext``).
 
 User mistakes (missing files, bad options, no model) print one line on stderr and exit with 2;
 run-time failures (e.g. out of GPU memory) exit with 1; neither prints a traceback.
@@ -43,6 +44,17 @@ def _frames_arg(text: str) -> tuple[int, int | None]:
     if first < 0 or (stop is not None and stop <= first):
         raise argparse.ArgumentTypeError(f"A:B needs 0 <= A < B; got {text!r}")
     return (first, stop)
+
+
+def _size_arg(text: str) -> tuple[int, int]:
+    """``--size WxH`` → ``(W, H)``."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WxH (e.g. 640x480); got {text!r}") from None
+    if not (1 <= w <= 16384 and 1 <= h <= 16384):
+        raise argparse.ArgumentTypeError(f"width and height must be in 1..16384; got {text!r}")
+    return w, h
 
 
 def _model_args(parser: argparse.ArgumentParser) -> None:
@@ -94,6 +106,28 @@ def build_parser() -> argparse.ArgumentParser:
     gaze.add_argument("--png", type=Path, help="write a contact sheet of overlays (PNG)")
     gaze.add_argument("--video", dest="overlay_video", type=Path, help="write an overlay video (mp4)")
     gaze.set_defaults(run=run_gaze)
+
+    stream = commands.add_parser(
+        "stream", help="gaze a video frame by frame (a file, or raw RGB24 frames on stdin)",
+        description="Gaze frame by frame with bounded memory; one JSON line per frame. The "
+                    "temporal context restarts every --window frames, so the result equals "
+                    "offline gazing of consecutive --window-frame clips.")
+    stream.add_argument("video", help="video file (anything PyAV decodes), or - for raw RGB24 "
+                                      "frames on stdin (needs --size)")
+    _model_args(stream)
+    stream.add_argument("--size", type=_size_arg, metavar="WxH",
+                        help="frame size of raw RGB24 frames on stdin (W*H*3 bytes each)")
+    stream.add_argument("--ratio", type=float, help="gazing ratio in (0, 1] (default: the model's)")
+    stream.add_argument("--loss", "--threshold", dest="loss", type=float,
+                        help="task-loss requirement (--threshold is an alias)")
+    stream.add_argument("--window", type=int, metavar="N",
+                        help="reset the stream state (KV cache, temporal context) every N frames "
+                             "(default: the model's max_num_frames, 16); memory is bounded by it")
+    stream.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
+    stream.add_argument("--jsonl", default="-", metavar="PATH",
+                        help="where the per-frame JSON lines go: a file (written to a temporary "
+                             "file, renamed at the end) or - for stdout (default)")
+    stream.set_defaults(run=run_stream)
     return parser
 
 
@@ -268,18 +302,12 @@ def _check_gaze_args(args: argparse.Namespace) -> str:
     if args.target_scales is not None or args.target_patch_size is not None:
         if args.mode != "resize":
             raise UsageError("--target-scales/--target-patch-size work with --mode resize only")
-        bad = [s for s in args.target_scales or []] + [args.target_patch_size or 1]
-        if any(s < 1 for s in bad):
+        if args.target_scales is None or args.target_patch_size is None:
+            raise UsageError("--target-scales and --target-patch-size must be given together")
+        if any(s < 1 for s in [*args.target_scales, args.target_patch_size]):
             raise UsageError("--target-scales/--target-patch-size must be positive")
-        import inspect
-
-        import autogaze_ext
-
-        params = inspect.signature(autogaze_ext.gaze).parameters
-        for option, name in (("--target-scales", "target_scales"),
-                             ("--target-patch-size", "target_patch_size")):
-            if getattr(args, name) is not None and name not in params:
-                raise UsageError(f"{option} is not supported by gaze() yet")
+        if max(args.target_scales) > 8192:
+            raise UsageError(f"--target-scales must be at most 8192 px; got {max(args.target_scales)}")
     if args.out is not None and args.out.suffix and not args.out.suffix.lower() in RESULT_SUFFIXES:
         raise UsageError(f"--out must be a folder (no suffix), or end in .json or .safetensors; "
                          f"got {args.out}")
@@ -413,11 +441,19 @@ def _gaze_in_spans(frames, model, args, device: str, progress: _Progress):
             clock = time.perf_counter()
             part = autogaze_ext.gaze(frames[first:first + span], model, gazing_ratio=args.ratio,
                                      task_loss_requirement=args.loss, mode=args.mode,
-                                     device=device, batch_size=args.batch_size)
+                                     device=device, batch_size=args.batch_size,
+                                     **_target_kwargs(args))
             _sync(device)
             parts.append(_to_cpu(part))
             progress.update(min(span, len(frames) - first), time.perf_counter() - clock)
     return parts
+
+
+def _target_kwargs(args: argparse.Namespace) -> dict:
+    """``target_scales``/``target_patch_size`` for ``gaze()`` (none when not asked for)."""
+    if args.target_scales is None:
+        return {}
+    return {"target_scales": args.target_scales, "target_patch_size": args.target_patch_size}
 
 
 def _merge(parts) -> dict:
@@ -501,6 +537,8 @@ def _run_gaze_dir(args: argparse.Namespace, model_ref: str, device: str) -> int:
         "source": source,
         "settings": {"mode": args.mode, "ratio": args.ratio, "loss": args.loss,
                      "batch_size": args.batch_size, "device": device, "clip_len": clip_len,
+                     "target_scales": args.target_scales,
+                     "target_patch_size": args.target_patch_size,
                      "frames": [first, first + T]},
         "model": {"ref": str(model_ref), "scales": [int(s) for s in model.scales],
                   "input_size": size, "tokens_per_frame": per_frame_total,
@@ -600,7 +638,8 @@ def _run_gaze_single(args: argparse.Namespace, model_ref: str, device: str) -> i
     with torch.no_grad():
         result = autogaze_ext.gaze(frames, model, gazing_ratio=args.ratio,
                                    task_loss_requirement=args.loss, mode=args.mode,
-                                   device=device, batch_size=args.batch_size)
+                                   device=device, batch_size=args.batch_size,
+                                   **_target_kwargs(args))
         result = _to_cpu(result)
     gaze_s = time.perf_counter() - clock
 
@@ -618,18 +657,44 @@ def _run_gaze_single(args: argparse.Namespace, model_ref: str, device: str) -> i
 
     run = {"video": str(args.video), "start": first, "num_frames": t, "frame_size": [h, w],
            "mode": args.mode, "model": str(model_ref), "ratio": args.ratio,
-           "threshold": args.loss, "device": device}
+           "threshold": args.loss, "device": device, "target_scales": args.target_scales,
+           "target_patch_size": args.target_patch_size}
+    writers = []
     if args.out is not None:
-        write_result(result, args.out, run)
-        print(f"wrote   {args.out}")
+        writers.append((args.out, lambda path: write_result(result, path, run)))
     if args.png is not None:
-        visualize.gaze_grid_image(frames, result, args.png)
-        print(f"wrote   {args.png}")
+        writers.append((args.png, lambda path: visualize.gaze_grid_image(frames, result, path)))
     if args.overlay_video is not None:
-        visualize.save_overlay_video(frames, result, args.overlay_video,
-                                     fps=round(source["fps"]) or 25)
-        print(f"wrote   {args.overlay_video}")
+        writers.append((args.overlay_video, lambda path: visualize.save_overlay_video(
+            frames, result, path, fps=round(source["fps"]) or 25)))
+    for path in _write_all_or_nothing(writers):
+        print(f"wrote   {path}")
     return 0
+
+
+def _write_all_or_nothing(writers) -> list[Path]:
+    """Run ``write(tmp_path)`` for each ``(path, write)`` into a temporary file next to ``path``
+    (same suffix), then rename them all into place; on any failure no output is left behind."""
+    import tempfile
+
+    done = []
+    try:
+        for path, write in writers:
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.tmp-", suffix=path.suffix,
+                                       dir=path.resolve().parent)
+            os.close(fd)
+            done.append((path, Path(tmp)))
+            write(Path(tmp))
+        umask = os.umask(0)
+        os.umask(umask)
+        for path, tmp in done:
+            tmp.chmod(0o666 & ~umask)  # mkstemp makes 0600 files
+            os.replace(tmp, path)
+    except BaseException:
+        for _, tmp in done:
+            tmp.unlink(missing_ok=True)
+        raise
+    return [path for path, _ in done]
 
 
 def _or_default(value) -> str:
@@ -648,6 +713,169 @@ def _threshold_text(result) -> str:
 def _per_scale_text(stats: dict) -> str:
     labels = [f"{s}px" for s in stats["scales"] or []] or [f"grid {g}" for g in stats["grid_sides"]]
     return ", ".join(f"{label} {n}" for label, n in zip(labels, stats["tokens_per_scale"]))
+
+
+# ---- stream ---------------------------------------------------------------------------------
+
+def _check_stream_args(args: argparse.Namespace) -> str:
+    """Validate ``autogaze stream`` options before any heavy work; returns the model reference."""
+    if args.video == "-":
+        if args.size is None:
+            raise UsageError("reading raw RGB24 frames from stdin (-) needs --size WxH")
+    else:
+        if args.size is not None:
+            raise UsageError("--size is for raw frames on stdin (VIDEO = -); a video file knows "
+                             "its size")
+        if not os.path.exists(args.video):
+            raise UsageError(f"video file not found: {args.video}")
+        if not os.path.isfile(args.video):
+            raise UsageError(f"not a file: {args.video}")
+        if not os.access(args.video, os.R_OK):
+            raise UsageError(f"video file not readable: {args.video}")
+    if args.ratio is not None and not (0 < args.ratio <= 1):
+        raise UsageError(f"--ratio must be in (0, 1]; got {args.ratio}")
+    if args.loss is not None and not (math.isfinite(args.loss) and args.loss >= 0):
+        raise UsageError(f"--loss/--threshold must be a finite number >= 0; got {args.loss}")
+    if args.window is not None and not 1 <= args.window <= 4096:
+        raise UsageError(f"--window must be in 1..4096; got {args.window}")
+    if args.max_frames is not None and args.max_frames < 1:
+        raise UsageError(f"--max-frames must be >= 1; got {args.max_frames}")
+    if args.jsonl != "-":
+        path = Path(args.jsonl)
+        if path.is_dir():
+            raise UsageError(f"--jsonl {path} is a folder")
+        if not path.resolve().parent.is_dir():
+            raise UsageError(f"folder of --jsonl {path} does not exist")
+    return _model_ref(args)
+
+
+def _file_frames(path: str):
+    """Decode a video file frame by frame as uint8 (H,W,3) RGB; one-line ValueErrors."""
+    import av
+
+    try:
+        container = av.open(path)
+    except (av.error.FFmpegError, UnicodeDecodeError) as e:
+        raise ValueError(f"cannot read video {path}: not a video file or truncated ({e})") from None
+    with container:
+        if not container.streams.video:
+            raise ValueError(f"no video stream in {path}")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        index = -1
+        try:
+            for index, frame in enumerate(container.decode(stream)):
+                if index == 0:
+                    _note_pix_fmt(frame.format.name)
+                yield frame.to_ndarray(format="rgb24")
+        except av.error.FFmpegError as e:
+            raise ValueError(f"cannot decode video {path} after {index + 1} frames (truncated or "
+                             f"corrupt?): {e}") from None
+    if index < 0:
+        raise ValueError(f"video {path} has zero frames")
+
+
+def _note_pix_fmt(fmt: str | None) -> None:
+    fmt = (fmt or "").lower()
+    if fmt.startswith(("gray", "ya", "y8", "mono")) or fmt == "pal8":
+        print(f"autogaze: note: grayscale video ({fmt}): gazing on it as RGB", file=sys.stderr)
+    if fmt.startswith(("rgba", "bgra", "argb", "abgr", "yuva", "ya", "gbrap")):
+        print(f"autogaze: note: video has an alpha channel ({fmt}): alpha dropped", file=sys.stderr)
+
+
+def _raw_frames(source, width: int, height: int):
+    """Raw RGB24 frames of ``width``×``height`` from a binary stream, until it ends."""
+    import numpy as np
+
+    size, index = width * height * 3, 0
+    while True:
+        data = bytearray()
+        while len(data) < size:
+            piece = source.read(size - len(data))
+            if not piece:
+                break
+            data += piece
+        if not data:
+            break
+        if len(data) < size:
+            raise ValueError(f"stdin ended inside frame {index}: got {len(data)} of {size} bytes "
+                             f"(is --size {width}x{height} right?)")
+        yield np.frombuffer(data, dtype=np.uint8).reshape(height, width, 3)
+        index += 1
+    if index == 0:
+        raise ValueError("stdin held no frame (zero bytes)")
+
+
+def run_stream(args: argparse.Namespace) -> int:
+    """``autogaze stream``: one JSON line per frame, then a latency summary."""
+    import tempfile
+
+    from .stream import GazeStream, latency_summary
+
+    model_ref = _check_stream_args(args)
+    device = _pick_device(args.device)
+    model = _load_model(model_ref, device)
+    window = args.window or int(model.config.max_num_frames)
+    smallest = min(model.scales)
+    if args.size is not None and min(args.size) < smallest:
+        raise UsageError(f"--size {args.size[0]}x{args.size[1]} is smaller than the model's "
+                         f"smallest scale ({smallest}x{smallest} px)")
+    if args.video == "-":
+        frames = _raw_frames(getattr(sys.stdin, "buffer", sys.stdin), *args.size)
+    else:
+        frames = _file_frames(args.video)
+    gazer = GazeStream(model, gazing_ratio=args.ratio, task_loss_requirement=args.loss,
+                       window=window)
+
+    to_stdout = args.jsonl == "-"
+    tmp = None
+    if to_stdout:
+        sink = sys.stdout
+    else:
+        out = Path(args.jsonl)
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.tmp-", dir=out.resolve().parent)
+        sink = os.fdopen(fd, "w")
+    latencies, kept, interrupted = [], [], False
+    try:
+        try:
+            for index, frame in enumerate(frames):
+                if index == 0 and min(frame.shape[:2]) < smallest:
+                    h, w = frame.shape[:2]
+                    raise UsageError(f"frames are {w}x{h}, smaller than the model's smallest "
+                                     f"scale ({smallest}x{smallest} px)")
+                result = gazer.push(frame)
+                latencies.append(result.latency_ms)
+                kept.append(result.kept_percent)
+                sink.write(json.dumps(result.to_dict()) + "\n")
+                sink.flush()
+                if args.max_frames is not None and index + 1 >= args.max_frames:
+                    break
+        except KeyboardInterrupt:  # the usual end of a live stream: keep what was gazed
+            interrupted = True
+        if tmp is not None:
+            sink.close()
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files
+            os.replace(tmp, args.jsonl)
+            tmp = None
+    finally:
+        if tmp is not None:
+            sink.close()
+            os.unlink(tmp)
+    stats = latency_summary(latencies)
+    summary = (f"stream  {args.video}: {stats['frames']} frames, window {window} "
+               f"({-(-stats['frames'] // window)} windows), device {device}, "
+               f"ratio {_or_default(args.ratio)}\n"
+               f"latency mean {stats['mean_ms']:.1f} ms, p50 {stats['p50_ms']:.1f} ms, "
+               f"p95 {stats['p95_ms']:.1f} ms, max {stats['max_ms']:.1f} ms per frame; "
+               f"kept {sum(kept) / len(kept):.1f}% of the candidates on average\n")
+    if interrupted:
+        summary += "stopped by Ctrl-C\n"
+    if not to_stdout:
+        summary += f"wrote   {args.jsonl}\n"
+    print(summary, end="", file=sys.stderr if to_stdout else sys.stdout)
+    return 0
 
 
 # ---- result files ---------------------------------------------------------------------------
