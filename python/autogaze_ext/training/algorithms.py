@@ -1,0 +1,231 @@
+"""One training step of NTP (spec §9.3) and GRPO (spec §9.4), plus the budget/requirement
+strategies (§9.5) and the temperature schedule (§9.6).
+
+Both steps return ``(loss, metrics)``: a scalar loss to back-propagate (the batch mean of the
+per-sample losses) and a dict of floats.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import random
+
+import torch
+
+from ..layout import from_ids
+from ..model import AutoGaze
+from ..tasks import PaintReconstruction
+from .config import AlgorithmSection
+from .losses import EPS, grpo_advantages, grpo_loss, ntp_loss
+from .policy import packed_to_padded, score_rollout
+
+
+def task_outputs(task, video: torch.Tensor, ids: torch.Tensor, frame_offsets: torch.Tensor,
+                 generator: torch.Generator | None = None):
+    """Run a task on a gaze rollout; the one place tasks are adapted.
+
+    video (B,T,3,S,S) task view; ids (L,), frame_offsets (B·T+1,). Returns losses (B,R) per
+    reconstructed frame, frames (R,) their indices, slot_targets (L,) per-slot task-loss targets
+    and slot_mask (L,) bool where a target exists. PaintReconstruction reconstructs all frames and
+    has a target at every slot (the loss after slots 0..j); other tasks (e.g. MAEReconstruction)
+    must return these four fields themselves.
+    """
+    if isinstance(task, PaintReconstruction):
+        out = task(video, ids, frame_offsets)
+        frames = torch.arange(video.shape[1], device=video.device)
+        mask = torch.ones_like(out.slot_targets, dtype=torch.bool)
+        return out.losses, frames, out.slot_targets, mask
+    try:
+        takes_generator = "generator" in inspect.signature(task).parameters
+    except (TypeError, ValueError):
+        takes_generator = False
+    if takes_generator:
+        out = task(video, ids, frame_offsets, generator=generator)
+    else:
+        out = task(video, ids, frame_offsets)
+    fields = {}
+    for name in ("losses", "frames", "slot_targets", "slot_mask"):
+        value = out.get(name) if isinstance(out, dict) else getattr(out, name, None)
+        if value is None:
+            raise TypeError(f"task {type(task).__name__} output lacks {name!r}")
+        fields[name] = value
+    return fields["losses"], fields["frames"], fields["slot_targets"], fields["slot_mask"].bool()
+
+
+def masked_sq_error(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Σ mask·(pred−target)² per sample / (batch-average Σ mask + 1e-6) → (B,) (spec §9.3)."""
+    m = mask.to(pred.dtype)
+    return ((pred - target) ** 2 * m).sum(1) / (m.sum() / m.shape[0] + EPS)
+
+
+# ---- NTP ---------------------------------------------------------------------------------------
+def ntp_step(model: AutoGaze, batch: dict, labels: dict, scoring: str = "official",
+             optimize_task_loss_prediction: bool = True):
+    """NTP on oracle labels (spec §9.3).
+
+    batch["video"] (B,T,3,H,W); labels {ids (L,), frame_offsets (B·T+1,), losses (L,)}.
+    scoring "official": the teacher-forced pass ``model.score`` (consecutive positions, raw
+    softmax); "sampling": ``policy.score_rollout`` with the greedy processors (the positions and
+    masks greedy generation uses). The task-loss head is fitted to the oracle's per-slot losses.
+    """
+    video = batch["video"]
+    b, t = video.shape[:2]
+    ids, offs = labels["ids"].to(video.device), labels["frame_offsets"].to(video.device)
+    fields = from_ids(ids, offs, b, t, model.num_tokens, model.config.tokens_per_scale)
+    pad = fields["if_padded_gazing"]
+    if scoring == "official":
+        scored = model.score(video, fields)
+        logp, pred = scored["log_action_probs"], scored["task_loss_prediction"]
+    elif scoring == "sampling":
+        scored = score_rollout(model, video, ids, offs, temperature=1.0, top_k=None)
+        logp = packed_to_padded(scored.log_probs, offs, b, t)
+        pred = packed_to_padded(scored.task_loss_prediction, offs, b, t)
+    else:
+        raise ValueError(f"scoring must be 'official' or 'sampling', got {scoring!r}")
+    target = packed_to_padded(labels["losses"].to(video.device).float(), offs, b, t)
+    nll = ntp_loss(logp.float(), pad)
+    if optimize_task_loss_prediction:
+        tlp = masked_sq_error(pred.float(), target, ~pad)
+    else:
+        tlp = 0.0 * pred.float().mean(1)  # keeps the head in the graph (DDP)
+    loss = (nll + tlp).mean()
+    valid = (~pad).sum().clamp(min=1)
+    metrics = {"loss": loss.item(), "ntp_loss": nll.mean().item(), "tlp_loss": tlp.mean().item(),
+               "label_logp": (logp.float() * ~pad).sum().item() / valid.item(),
+               "tokens_per_frame": ids.numel() / (b * t)}
+    return loss, metrics
+
+
+# ---- budgets, requirement, temperature (spec §9.5-9.6) --------------------------------------
+def scheduled_temperature(cfg: AlgorithmSection, step: int, total_steps: int) -> float:
+    """τ = τ_start·(τ_end/τ_start)^(step/total)."""
+    frac = step / max(total_steps, 1)
+    return cfg.temperature_start * (cfg.temperature_end / cfg.temperature_start) ** frac
+
+
+def sample_ratio(cfg: AlgorithmSection, rng: random.Random) -> float:
+    """Whole-clip gazing ratio: fixed, uniform [min,max] or exponential(λ) within [min,max]."""
+    if cfg.ratio_strategy == "fixed":
+        return cfg.ratio
+    if cfg.ratio_strategy == "uniform":
+        return rng.uniform(cfg.ratio_min, cfg.ratio_max)
+    for _ in range(10_000):
+        value = rng.expovariate(cfg.ratio_lambda)
+        if cfg.ratio_min <= value <= cfg.ratio_max:
+            return value
+    raise ValueError("algorithm.ratio_lambda: no exponential sample fell in [ratio_min, ratio_max]")
+
+
+def sample_requirement(cfg: AlgorithmSection, rng: random.Random, force: bool = False):
+    """Requirement scalar or None (``force``: uniform [min,max] when the strategy is none, as the
+    official ``self`` strategy's forced sampling)."""
+    if cfg.requirement_strategy == "fixed":
+        return cfg.requirement
+    if cfg.requirement_strategy == "uniform" or force:
+        return rng.uniform(cfg.requirement_min, cfg.requirement_max)
+    return None
+
+
+def frame_ratios(model: AutoGaze, cfg: AlgorithmSection, ratio: float, video: torch.Tensor,
+                 rng: random.Random, temperature: float, generator) -> list[float]:
+    """Per-frame ratios (T,) of mean ``ratio``: uniform, Dirichlet(α)·ratio·T clamped to
+    [1/N, 1], or ``self``: the model's own gaze of the batch's first clip under a sampled
+    requirement, ratio_t = k_t/N (k_t real ids of frame t; the official code requires a
+    one-clip batch, here the first clip stands for the batch)."""
+    frames, n = video.shape[1], model.num_tokens
+    if cfg.frame_strategy == "uniform":
+        return [ratio] * frames
+    if cfg.frame_strategy == "dirichlet":
+        alpha = [float(a) for a in cfg.dirichlet_alpha]
+        alpha = alpha * frames if len(alpha) == 1 else alpha
+        if len(alpha) != frames:
+            raise ValueError(f"algorithm.dirichlet_alpha needs 1 or {frames} values")
+        gen = torch.Generator().manual_seed(rng.getrandbits(62))
+        sample = torch._standard_gamma(torch.tensor(alpha), generator=gen)
+        sample = sample / sample.sum()
+        return (sample * ratio * frames).clamp(1.0 / n, 1.0).tolist()
+    requirement = sample_requirement(cfg, rng, force=True)
+    out = model(video[:1], gazing_ratio=ratio, task_loss_requirement=requirement,
+                do_sample=model.training, temperature=temperature, generator=generator)
+    counts = out["frame_offsets"].diff().tolist()
+    return [max(c, 1) / n for c in counts]
+
+
+# ---- GRPO --------------------------------------------------------------------------------------
+@torch.no_grad()
+def grpo_rollout(model: AutoGaze, task, batch: dict, cfg: AlgorithmSection, temperature: float,
+                 rng: random.Random, generator: torch.Generator | None) -> dict:
+    """Sample G rollouts per clip (group-major) and compute their advantages (spec §9.4 1-4)."""
+    g = cfg.group_size
+    video = batch["video"]
+    ratio = sample_ratio(cfg, rng)
+    ratios = frame_ratios(model, cfg, ratio, video, rng, temperature, generator)
+    requirement = sample_requirement(cfg, rng)
+    video_g = video.repeat(g, 1, 1, 1, 1)
+    task_g = batch["video_for_task"].repeat(g, 1, 1, 1, 1)
+    out = model(video_g, gazing_ratio=ratios, task_loss_requirement=requirement, do_sample=True,
+                temperature=temperature, generator=generator)
+    losses, frames, slot_targets, slot_mask = task_outputs(task, task_g, out["ids"],
+                                                           out["frame_offsets"], generator)
+    pad = out["if_padded_gazing"]
+    ends = out["num_gazing_each_frame"].cumsum(0)[frames.to(pad.device)]
+    advantages = grpo_advantages(-losses.float(), g, pad, ends, cfg.gamma)
+    return {"video": video_g, "ids": out["ids"], "frame_offsets": out["frame_offsets"],
+            "fields": {k: out[k] for k in ("gazing_pos", "if_padded_gazing",
+                                           "num_gazing_each_frame")},
+            "advantages": advantages, "losses": losses, "slot_targets": slot_targets.float(),
+            "slot_mask": slot_mask, "temperature": temperature, "ratio": ratio,
+            "has_pads": bool(pad.any())}
+
+
+def place_real(values: torch.Tensor, pad: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
+    """Packed per-slot values (L,) → the rollout's padded layout (B,S): the real slots, row-major,
+    receive them in order (differentiable); pad slots get ``fill``."""
+    out = torch.full(pad.shape, fill, dtype=values.dtype, device=values.device)
+    return out.masked_scatter(~pad, values)
+
+
+def grpo_loss_from_rollout(model: AutoGaze, rollout: dict, cfg: AlgorithmSection):
+    """Score a rollout with gradients and build the GRPO + task-loss-head loss (§9.4 5-7)."""
+    video, ids, offs = rollout["video"], rollout["ids"], rollout["frame_offsets"]
+    b, t = video.shape[:2]
+    pad = rollout["fields"]["if_padded_gazing"]
+    if cfg.scoring == "sampling":
+        scored = score_rollout(model, video, ids, offs, temperature=rollout["temperature"])
+        logp = place_real(scored.log_probs, pad)
+        pred = place_real(scored.task_loss_prediction, pad)
+    else:
+        scored = model.score(video, rollout["fields"])
+        logp, pred = scored["log_action_probs"], scored["task_loss_prediction"]
+    target = place_real(rollout["slot_targets"].to(pred.dtype), pad)
+    mask = place_real(rollout["slot_mask"], pad, fill=False)
+    policy = grpo_loss(logp.float(), rollout["advantages"], pad)
+    if cfg.optimize_task_loss_prediction:
+        tlp = masked_sq_error(pred.float(), target, mask & ~pad)
+    else:
+        tlp = 0.0 * pred.float().mean(1)
+    loss = (policy + tlp).mean()
+    metrics = {"loss": loss.item(), "grpo_loss": policy.mean().item(),
+               "tlp_loss": tlp.mean().item(),
+               "task_loss": rollout["losses"].float().mean().item(),
+               "temperature": rollout["temperature"], "ratio": rollout["ratio"],
+               "logp": logp.detach().float()[~pad].mean().item(),
+               "tokens_per_frame": ids.numel() / (b * t)}
+    return loss, metrics
+
+
+def grpo_step(model: AutoGaze, task, batch: dict, cfg: AlgorithmSection, step: int,
+              generator: torch.Generator | None, total_steps: int = 1,
+              rng: random.Random | None = None):
+    """GRPO (spec §9.4): group-major rollouts at τ(step), rewards −task loss, group-mean
+    advantages, generation-consistent (or official) scoring, policy + task-loss-head loss."""
+    rng = rng or random.Random(step)
+    temperature = scheduled_temperature(cfg, step, total_steps)
+    rollout = grpo_rollout(model, task, batch, cfg, temperature, rng, generator)
+    return grpo_loss_from_rollout(model, rollout, cfg)
+
+
+def check_finite(loss: torch.Tensor) -> None:
+    if not math.isfinite(loss.item()):
+        raise FloatingPointError(f"training loss is not finite: {loss.item()}")
