@@ -1,0 +1,316 @@
+"""``autogaze-eval``: compare a gaze model with baselines on held-out clips.
+
+Example (held-out windows: the last 20 % of each clip's first 128 frames)::
+
+    autogaze-eval --model DIR --videos a.mp4 b.mp4 --tail 0.2 --clips 2 --task paint --out eval/
+
+Clips are ``--frames``-long windows starting at ``--start-frame`` (then every ``--frames`` frames,
+``--clips`` per video; ``--tail 0.2`` starts them instead where ``autogaze-train``'s held-out part
+of each video begins: the last 20 % of its first 128 frames) and/or ``--synthetic N`` synthetic
+clips; a video too short for one window is skipped with a warning; each is preprocessed as the model
+does (``model.preprocess``, then bicubic to the largest scale). Methods are run at every budget of
+a grid (see :mod:`.metrics`), scored by the task (``paint``: ``PaintReconstruction``; ``mae``: the
+MAE reconstruction task loaded from ``--mae DIR``). The greedy oracle always optimises the paint
+loss (a greedy search under the MAE would be prohibitively slow).
+
+Writes into ``--out`` (only once everything is computed; nothing is half-written):
+
+* ``results.json``: ``{"task", "model", "clips", "frames", "num_tokens", "ratios", "budgets",
+  "target", "target_source", "methods": {name: {"loss_at_ratio": {ratio: loss},
+  "loss_curve": [loss per budget], "patches_needed": {"mean", "median", "mean_capped",
+  "not_reached", "frames"}}}, "comparisons": {"<other>_over_model": ratio of patches needed},
+  "checks": {name: bool} (the issue's targets), "calibration": {"pearson", "spearman", "points",
+  "bins": [{"pred", "real", "count"}]} or null}``;
+* ``results.md``: the same as a markdown table;
+* ``loss_vs_ratio.png``: mean frame loss vs gazing ratio per method;
+* ``calibration.png``: the task-loss head's prediction vs the real loss (only with ``model``).
+
+Bad arguments print one line on stderr and exit with 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .baselines import METHODS, make_methods
+from .metrics import DEFAULT_RATIOS, evaluate
+from .plot import line_chart, scatter_chart
+
+FILES = ("results.json", "results.md", "loss_vs_ratio.png", "calibration.png")
+# The issue's targets: (name, other method, required other/model ratio of patches needed, task).
+CHECKS = (("model_2x_fewer_than_random", "random", 2.0, ("paint", "mae")),
+          ("model_within_15pct_of_oracle", "oracle", 1 / 1.15, ("paint",)),
+          ("model_no_worse_than_frame_difference", "frame_difference", 1.0, ("paint",)),
+          ("model_1.3x_fewer_than_frame_difference", "frame_difference", 1.3, ("mae",)))
+
+
+class UsageError(Exception):
+    """A mistake in the command line (exit code 2)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="autogaze-eval",
+                                description="Compare a gaze model with baselines on held-out clips.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", required=True, help="gaze model folder (official format)")
+    p.add_argument("--videos", nargs="+", default=[], metavar="PATH", help="video files")
+    p.add_argument("--synthetic", type=int, default=0, metavar="N", help="add N synthetic clips")
+    p.add_argument("--synthetic-size", type=int, default=256, help="side of the synthetic clips")
+    p.add_argument("--clips", type=int, default=1, metavar="N", help="windows per video")
+    p.add_argument("--frames", type=int, default=16, help="frames per clip")
+    p.add_argument("--start-frame", type=int, default=0, help="first frame of the first window")
+    p.add_argument("--tail", type=float, metavar="FRACTION",
+                   help="instead of --start-frame: cut the windows from the last FRACTION of each "
+                   "video's first --max-frames frames (autogaze-train's held-out 'time' split: 0.2)")
+    p.add_argument("--max-frames", type=int, default=128, help="frames per video --tail counts "
+                   "(autogaze-train decodes 128)")
+    p.add_argument("--frame-stride", type=int, default=1, help="step between frames of a window")
+    p.add_argument("--task", choices=("paint", "mae"), default="paint")
+    p.add_argument("--mae", metavar="DIR", help="MAE task folder (needed for --task mae)")
+    p.add_argument("--ratios", type=float, nargs="+", default=list(DEFAULT_RATIOS))
+    p.add_argument("--target", type=float, help="loss target; none: random's mean loss at the "
+                   "largest ratio")
+    p.add_argument("--methods", nargs="+", default=list(METHODS), metavar="NAME",
+                   help=f"from {', '.join(METHODS)}")
+    p.add_argument("--tol", type=float, default=0.05, help="run-length static tolerance")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=("cpu", "cuda"), help="none: cuda when available")
+    p.add_argument("--out", required=True, metavar="DIR")
+    return p
+
+
+def check_args(args) -> None:
+    """Raise UsageError for every argument mistake that can be seen before loading anything."""
+    for name in ("clips", "frames", "frame_stride", "batch_size"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.synthetic < 0 or args.start_frame < 0 or args.synthetic_size < 16:
+        raise UsageError("--synthetic and --start-frame must be >= 0, --synthetic-size >= 16")
+    if args.tail is not None and not 0 < args.tail <= 1:
+        raise UsageError(f"--tail must be a fraction in (0, 1], got {args.tail}")
+    if args.max_frames < 1:
+        raise UsageError(f"--max-frames must be >= 1, got {args.max_frames}")
+    if not args.videos and not args.synthetic:
+        raise UsageError("no clips: pass --videos PATH... and/or --synthetic N")
+    for path in args.videos:
+        if not os.path.isfile(path):
+            raise UsageError(f"--videos: file not found: {path}")
+    if not os.path.isdir(args.model) or not os.path.isfile(os.path.join(args.model, "config.json")):
+        raise UsageError(f"--model: {args.model!r} is not a model folder with config.json")
+    if any(not (0 < r <= 1) or not math.isfinite(r) for r in args.ratios):
+        raise UsageError(f"--ratios must lie in (0, 1], got {args.ratios}")
+    if args.target is not None and not (math.isfinite(args.target) and args.target >= 0):
+        raise UsageError(f"--target must be a finite loss >= 0, got {args.target}")
+    bad = [m for m in args.methods if m not in METHODS]
+    if bad or len(set(args.methods)) != len(args.methods):
+        raise UsageError(f"--methods: unknown or repeated {bad or args.methods}; choose from {', '.join(METHODS)}")
+    if not args.tol >= 0:
+        raise UsageError(f"--tol must be >= 0, got {args.tol}")
+    if args.task == "mae" and not args.mae:
+        raise UsageError("--task mae needs --mae DIR (the MAE reconstruction task)")
+    if args.mae and not os.path.isdir(args.mae):
+        raise UsageError(f"--mae: not a folder: {args.mae}")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise UsageError(f"--out: {args.out} exists and is not a folder")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: CUDA is not available")
+
+
+def _window_start(args, path) -> tuple[int, int | None]:
+    """(first frame, end or None) of the part of ``path`` the windows are cut from."""
+    if args.tail is None:
+        return args.start_frame, None
+    from ..video import video_info
+    n = min(video_info(path).num_frames, args.max_frames)
+    return n - int(round(n * args.tail)), n
+
+
+def load_clips(args, model, size: int) -> torch.Tensor:
+    """(C, T, 3, size, size) preprocessed clips: video windows, then synthetic clips. A video
+    too short for one window is skipped with a warning (an error when no clip is left)."""
+    from ..video import read_video, synthetic_video
+    raw, skipped = [], []
+    span = (args.frames - 1) * args.frame_stride + 1
+    for path in args.videos:
+        start, end = _window_start(args, path)
+        try:
+            frames = read_video(path, start=start, num_frames=args.clips * args.frames,
+                                stride=args.frame_stride)
+        except ValueError as e:
+            skipped.append(str(e))
+            continue
+        if end is not None:                              # keep inside the tail
+            frames = frames[: max(0, (end - start - 1) // args.frame_stride + 1)]
+        windows = len(frames) // args.frames
+        if windows == 0:
+            skipped.append(f"{path} has {len(frames)} frames from frame {start}, fewer than "
+                           f"--frames {args.frames} (span {span})")
+        raw += [frames[i * args.frames:(i + 1) * args.frames] for i in range(windows)]
+    for reason in skipped:
+        print(f"autogaze-eval: warning: skipped: {reason}", file=sys.stderr)
+    for k in range(args.synthetic):
+        raw.append(synthetic_video(args.frames, args.synthetic_size, args.synthetic_size,
+                                   seed=args.seed + k))
+    if not raw:
+        raise UsageError("--videos: no clip could be cut: " + "; ".join(skipped))
+    clips = []
+    for frames in raw:
+        video = model.preprocess(frames)                                 # (T, 3, H, W)
+        if tuple(video.shape[-2:]) != (size, size):
+            video = F.interpolate(video, size=(size, size), mode="bicubic", align_corners=False)
+        clips.append(video)
+    return torch.stack(clips)
+
+
+def load_mae(path: str, model, device):
+    """The MAE reconstruction task saved by ``MAEReconstruction.save_pretrained``; its candidate
+    layout (scales, patch size) must be the model's."""
+    try:
+        from ..tasks.mae import MAEReconstruction
+    except ImportError:
+        raise UsageError("--task mae: this build has no autogaze_ext.tasks.mae.MAEReconstruction") from None
+    try:
+        task = MAEReconstruction.from_pretrained(path)
+    except (OSError, ValueError, KeyError) as e:
+        raise UsageError(f"--mae: cannot load {path}: {e}") from None
+    cfg = task.config
+    per_scale = [(s // cfg.patch_size) ** 2 for s in cfg.scales]
+    if per_scale != list(model.config.tokens_per_scale):
+        raise UsageError(f"--mae: the task's scales {list(cfg.scales)} (patch {cfg.patch_size}) give "
+                         f"candidates {per_scale}, the model's are {model.config.tokens_per_scale}")
+    return task.to(device).eval()
+
+
+def add_checks(results: dict, task: str) -> dict:
+    comp = results["comparisons"]
+    return {name: bool(comp[f"{other}_over_model"] >= need)
+            for name, other, need, tasks in CHECKS
+            if task in tasks and f"{other}_over_model" in comp}
+
+
+def _fmt(v, digits=4) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.{digits}g}"
+
+
+def markdown(results: dict) -> str:
+    """The results as a markdown report (table per method, checks, calibration)."""
+    ratios = results["ratios"]
+    lines = [f"# AutoGaze evaluation ({results['task']} task)", "",
+             f"{results['clips']} clips × {results['frames']} frames, N = {results['num_tokens']} "
+             f"candidates per frame; loss target {_fmt(results['target'])} ({results['target_source']}).",
+             "", "Loss = mean per-frame task loss at a gazing ratio. Patches needed = per frame, ids at "
+             "the smallest grid budget with loss ≤ target (mean; not-reached frames count N). "
+             "×X = X's patches needed / this method's (> 1: fewer patches than X).", ""]
+    others = [o for o in ("random", "frame_difference", "oracle") if o in results["methods"]]
+    head = ["method", *[f"loss@{r:g}" for r in ratios], "patches needed", "not reached",
+            *[f"×{o}" for o in others]]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, m in results["methods"].items():
+        need = m["patches_needed"]
+        row = [name, *[_fmt(m["loss_at_ratio"][str(r)]) for r in ratios],
+               _fmt(need["mean_capped"], 3), f"{need['not_reached']}/{need['frames']}"]
+        for o in others:
+            mine = need["mean_capped"]
+            row.append(_fmt(results["methods"][o]["patches_needed"]["mean_capped"] / mine, 3) if mine else "n/a")
+        lines.append("| " + " | ".join(row) + " |")
+    if results["checks"]:
+        lines += ["", "## Targets", ""]
+        lines += [f"- {name}: {'PASS' if ok else 'FAIL'}" for name, ok in results["checks"].items()]
+    cal = results["calibration"]
+    if cal:
+        lines += ["", "## Task-loss head", "",
+                  f"Pearson {_fmt(cal['pearson'], 3)}, Spearman {_fmt(cal['spearman'], 3)} "
+                  f"over {cal['points']} frames.", "", "| predicted | real | frames |", "|---|---|---|"]
+        lines += [f"| {_fmt(b['pred'])} | {_fmt(b['real'])} | {b['count']} |" for b in cal["bins"]]
+    return "\n".join(lines) + "\n"
+
+
+def _png(image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def render(results: dict, extras: dict) -> dict[str, bytes]:
+    """File name -> bytes of every output."""
+    n = results["num_tokens"]
+    curves = {name: ([m / n for m in budgets], [float(v) for v in losses])
+              for name, (budgets, losses) in extras["curves"].items()}
+    files = {
+        "results.json": (json.dumps(results, indent=2) + "\n").encode(),
+        "results.md": markdown(results).encode(),
+        "loss_vs_ratio.png": _png(line_chart(curves, title=f"{results['task']} loss vs gazing ratio",
+                                             xlabel="gazing ratio (patches / N)", ylabel="mean frame loss")),
+    }
+    if extras["calibration_points"] is not None:
+        pred, real = extras["calibration_points"]
+        bins = [(b["pred"], b["real"]) for b in results["calibration"]["bins"]]
+        files["calibration.png"] = _png(scatter_chart(pred.tolist(), real.tolist(), bins,
+                                                      title="task-loss head calibration",
+                                                      xlabel="predicted loss", ylabel="real loss"))
+    return files
+
+
+def write_all(out: Path, files: dict[str, bytes]) -> None:
+    """Write every file to a temporary name first, then rename them all."""
+    out.mkdir(parents=True, exist_ok=True)
+    temps = []
+    try:
+        for name, data in files.items():
+            tmp = out / f".{name}.tmp"
+            tmp.write_bytes(data)
+            temps.append((tmp, out / name))
+        for tmp, final in temps:
+            os.replace(tmp, final)
+    finally:
+        for tmp, _ in temps:
+            tmp.unlink(missing_ok=True)
+
+
+def run(args) -> dict:
+    check_args(args)
+    from .. import AutoGaze
+    from ..tasks import PaintReconstruction
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        model = AutoGaze.from_pretrained(args.model, device=device)
+    except (OSError, ValueError, KeyError) as e:
+        raise UsageError(f"--model: cannot load {args.model}: {e}") from None
+    paint = PaintReconstruction.from_config(model.config)
+    task = paint if args.task == "paint" else load_mae(args.mae, model, device)
+    size = max(model.scales)
+    clips = load_clips(args, model, size)
+    methods = make_methods(args.methods, model.config.tokens_per_scale, paint=paint, model=model,
+                           tol=args.tol)
+    batches = (clips[i:i + args.batch_size].to(device) for i in range(0, len(clips), args.batch_size))
+    results, extras = evaluate(task, methods, batches, model.num_tokens, ratios=args.ratios,
+                               target=args.target, model=model, seed=args.seed)
+    results = {"task": args.task, "model": str(args.model), **results}
+    results["checks"] = add_checks(results, args.task)
+    write_all(Path(args.out), render(results, extras))
+    return results
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        results = run(args)
+    except UsageError as e:
+        print(f"autogaze-eval: error: {e}", file=sys.stderr)
+        return 2
+    print(markdown(results), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
