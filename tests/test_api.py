@@ -255,3 +255,27 @@ def test_target_scales_equal_to_the_model_layout_change_nothing(model, one_threa
 def test_bad_target_scales(model, kwargs, error, message):
     with pytest.raises(error, match=message):
         gaze(synthetic_video(2, 32, 32), model, gazing_ratio=RATIO, **kwargs)
+
+
+# ---- which weights: the bundled default model, a folder, a model ----------------------------------
+
+def test_gaze_without_a_model_uses_the_bundled_default():
+    from autogaze_ext.default_model import default_model_name, load_default_model
+
+    frames = synthetic_video(3, 96, 128)
+    out = gaze(frames, gazing_ratio=0.05)
+    assert out["model"] == default_model_name()
+    again = gaze(frames, load_default_model(), gazing_ratio=0.05)
+    assert torch.equal(out["ids"], again["ids"])
+
+
+def test_gaze_accepts_a_checkpoint_folder(model):
+    frames = synthetic_video(3, 96, 128)
+    by_path = gaze(frames, str(FIXTURE_MODEL), gazing_ratio=0.05)
+    assert by_path["model"] == str(FIXTURE_MODEL)
+    assert torch.equal(by_path["ids"], gaze(frames, model, gazing_ratio=0.05)["ids"])
+
+
+def test_gaze_rejects_other_model_types():
+    with pytest.raises(TypeError, match="model must be"):
+        gaze(synthetic_video(1, 64, 64), model=3)

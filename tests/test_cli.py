@@ -62,7 +62,6 @@ def test_no_command_and_help():
     (["gaze", "{clip}", "--model", str(MODEL), "--frames", "0"], "--frames"),
     (["gaze", "{clip}", "--model", str(MODEL), "--out", "result.txt"], ".json or .safetensors"),
     (["gaze", "{clip}", "--model", str(MODEL), "--visualize"], "--out FOLDER"),
-    (["gaze", "{clip}"], "--model"),
 ])
 def test_usage_errors_exit_2_without_traceback(args, message, capsys, monkeypatch):
     monkeypatch.delenv("AUTOGAZE_MODEL", raising=False)
@@ -390,11 +389,37 @@ def test_failure_midway_leaves_nothing(tmp_path, capsys, monkeypatch):
 # ---- info and bench -------------------------------------------------------------------------
 
 def test_info_lists_devices_and_default_model(capsys, monkeypatch):
+    from autogaze_ext.default_model import DEFAULT_MODEL_DIR
+
     monkeypatch.delenv("AUTOGAZE_MODEL", raising=False)
     assert main(["info"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["devices"][0] == "cpu" and info["default_model"] is None
-    assert "--model" in info["default_model_note"]
+    assert info["devices"][0] == "cpu" and info["default_model"] == str(DEFAULT_MODEL_DIR)
+    assert "bundled" in info["default_model_note"]
+    monkeypatch.setenv("AUTOGAZE_MODEL", str(MODEL))
+    assert main(["info"]) == 0
+    assert json.loads(capsys.readouterr().out)["default_model"] == str(MODEL)
+
+
+@needs_gaze
+def test_gaze_without_model_uses_the_bundled_default(tmp_path, capsys, monkeypatch):
+    require_av()
+    from autogaze_ext.default_model import DEFAULT_MODEL_DIR, default_model_name
+
+    monkeypatch.delenv("AUTOGAZE_MODEL", raising=False)
+    out = tmp_path / "x.json"
+    code, _, err = run_cli(["gaze", example_clip_path(), "--frames", "2", "--ratio", "0.1",
+                            "--out", out, "--quiet"], capsys)
+    assert code == 0, err
+    assert "bundled default model" in err and default_model_name() in err
+    assert json.loads(out.read_text())["run"]["model"] == str(DEFAULT_MODEL_DIR)
+
+
+def test_missing_default_model_says_pass_model(capsys, monkeypatch, tmp_path):
+    monkeypatch.delenv("AUTOGAZE_MODEL", raising=False)
+    monkeypatch.setattr("autogaze_ext.default_model.DEFAULT_MODEL_DIR", tmp_path)
+    code, _, err = run_cli(["bench"], capsys)
+    assert code == 2 and "--model" in err and "missing" in err
 
 
 @needs_gaze
@@ -406,12 +431,6 @@ def test_bench_prints_ms_per_stage(capsys):
     assert lines[0].startswith("bench ")
     assert [line.split()[0] for line in lines[1:]] == ["preprocess", "gaze"]
     assert all("ms/clip" in line for line in lines[1:])
-
-
-def test_bench_without_model_says_pass_model(capsys, monkeypatch):
-    monkeypatch.delenv("AUTOGAZE_MODEL", raising=False)
-    code, _, err = run_cli(["bench"], capsys)
-    assert code == 2 and "--model" in err
 
 
 # ---- target scales, all-or-nothing single-file outputs ----------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import torch
@@ -11,6 +12,31 @@ from . import budget as budgets
 from .layout import GazeOutput, assemble, cut_tiles, from_mask, merge_tile_masks
 from .model import AutoGaze, exact_float32
 from .preprocess import preprocess
+
+
+_DEFAULT_MODELS: dict = {}
+
+
+def resolve_model(model) -> AutoGaze:
+    """An :class:`AutoGaze` from a model, a checkpoint folder / hub id, or None (the bundled
+    default model, loaded once per process)."""
+    if isinstance(model, AutoGaze):
+        return model
+    if model is None:
+        if "default" not in _DEFAULT_MODELS:
+            from .default_model import load_default_model
+
+            _DEFAULT_MODELS["default"] = load_default_model().eval()
+        return _DEFAULT_MODELS["default"]
+    if isinstance(model, (str, os.PathLike)):
+        return AutoGaze.from_pretrained(model)
+    raise TypeError(f"model must be an AutoGaze, a checkpoint folder or hub id, or None; "
+                    f"got {type(model).__name__}")
+
+
+def model_name(model: AutoGaze) -> str:
+    """What the result says about the weights that produced it."""
+    return getattr(model, "name_or_path", None) or "AutoGaze (weights given in memory)"
 
 
 def _check_frames(frames) -> torch.Tensor:
@@ -67,12 +93,14 @@ def _check_target(model: AutoGaze, target_scales,
     return scales, patch
 
 
-def gaze(frames, model: AutoGaze, gazing_ratio=None, task_loss_requirement=None, mode="resize",
+def gaze(frames, model: AutoGaze | str | os.PathLike | None = None, gazing_ratio=None, task_loss_requirement=None, mode="resize",
          device=None, clip_len=None, batch_size=16, official_batching=False, do_sample=False,
          temperature=1.0, generator=None, backend="auto", target_scales=None,
          target_patch_size=None) -> GazeOutput:
     """Gaze a whole video in one call.
 
+    model: an :class:`AutoGaze`, a checkpoint folder or hub id, or None for the bundled default
+    model (``autogaze_ext.default_model``; its name is in the result's ``model`` field).
     frames: uint8 (T,H,W,3), numpy or torch, any length and size. The video is cut into clips of
     ``clip_len`` frames (the checkpoint's ``max_num_frames``, 16), the last one padded by
     repeating its last frame; clips run as a batch (``batch_size`` at a time) and padded frames
@@ -89,6 +117,7 @@ def gaze(frames, model: AutoGaze, gazing_ratio=None, task_loss_requirement=None,
     (ids sorted within a frame; generation order is lost, as officially).
     device: run there (the model is moved to it). Returns a ``GazeOutput`` with batch size 1.
     """
+    model = resolve_model(model)
     if mode not in ("resize", "tile"):
         raise ValueError(f"mode must be 'resize' or 'tile', got {mode!r}")
     if not isinstance(batch_size, int) or batch_size < 1:
@@ -162,6 +191,7 @@ def gaze(frames, model: AutoGaze, gazing_ratio=None, task_loss_requirement=None,
     fields.update(scales=list(model.scales), num_vision_tokens_each_frame=n_total,
                   scale_grids=grids, frame_sampling_rate=model.config.vision.temporal_patch_size,
                   has_task_loss_requirement=req is not None, task_loss_requirement=req)
+    fields["model"] = model_name(model)
     return GazeOutput(fields)
 
 
@@ -187,6 +217,7 @@ def _gaze_target(frames, model, gazing_ratio, task_loss_requirement, clip_len, b
     fields.update(scales=list(model.scales), num_vision_tokens_each_frame=mask.shape[-1],
                   scale_grids=grids, frame_sampling_rate=model.config.vision.temporal_patch_size,
                   has_task_loss_requirement=req is not None, task_loss_requirement=req)
+    fields["model"] = model_name(model)
     return GazeOutput(fields)
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 MODEL_ENV = "AUTOGAZE_MODEL"
 RESULT_SUFFIXES = (".json", ".safetensors")
 NO_MODEL_MESSAGE = (
-    "no model given: pass --model with a checkpoint folder (config.json, model.safetensors, "
+    "no model: pass --model with a checkpoint folder (config.json, model.safetensors, "
     f"preprocessor_config.json) or a hub id such as nvidia/AutoGaze, or set ${MODEL_ENV}")
 
 
@@ -58,7 +58,8 @@ def _size_arg(text: str) -> tuple[int, int]:
 
 
 def _model_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", help=f"checkpoint folder or hub id (default: ${MODEL_ENV})")
+    parser.add_argument("--model", help=f"checkpoint folder or hub id (default: ${MODEL_ENV}, "
+                        "else the bundled default model)")
     parser.add_argument("--device", choices=("cpu", "cuda"),
                         help="default: cuda when available, else cpu")
 
@@ -182,9 +183,15 @@ def run_info(args: argparse.Namespace) -> int:
                 "cuda_available": torch.cuda.is_available(),
                 "native_extension": f"unavailable ({type(err).__name__}: {err})"}
     info["devices"] = _devices()
-    info["default_model"] = os.environ.get(MODEL_ENV) or None
-    if info["default_model"] is None:
-        info["default_model_note"] = f"none yet: pass --model or set ${MODEL_ENV}"
+    from .default_model import DEFAULT_MODEL_DIR, default_model_name
+
+    if os.environ.get(MODEL_ENV):
+        info["default_model"] = os.environ[MODEL_ENV]
+        info["default_model_note"] = f"from ${MODEL_ENV}"
+    else:
+        info["default_model"] = str(DEFAULT_MODEL_DIR)
+        info["default_model_note"] = (f"bundled: {default_model_name()} "
+                                      f"(see MODEL_CARD.md there; set ${MODEL_ENV} or --model)")
     print(json.dumps(info, indent=2, sort_keys=True, default=str))
     return 0
 
@@ -192,10 +199,20 @@ def run_info(args: argparse.Namespace) -> int:
 # ---- shared ---------------------------------------------------------------------------------
 
 def _model_ref(args: argparse.Namespace) -> str:
+    """--model, else $AUTOGAZE_MODEL, else the bundled default model (named on stderr)."""
     model = args.model or os.environ.get(MODEL_ENV)
-    if not model:
-        raise UsageError(NO_MODEL_MESSAGE)
-    return model
+    if model:
+        return model
+    from .default_model import default_model_name, default_model_path
+
+    try:
+        path = default_model_path()
+    except FileNotFoundError as err:
+        raise UsageError(f"{NO_MODEL_MESSAGE} ({err})") from None
+    print(f"autogaze: using the bundled default model ({default_model_name()}); official "
+          "checkpoints (--model nvidia/AutoGaze or a folder) are recommended when available",
+          file=sys.stderr)
+    return str(path)
 
 
 def _pick_device(name: str | None) -> str:

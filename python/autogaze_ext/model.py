@@ -73,6 +73,7 @@ class AutoGaze(nn.Module):
         self.processor = processor or ProcessorConfig.release()
         self.gazing_model = GazingModel(config)
         self.cuda_graphs = GraphCache()
+        self.name_or_path = ""  # where the weights came from (set by from_pretrained)
 
     # ---- checkpoints ------------------------------------------------------------------------
     @classmethod
@@ -86,6 +87,7 @@ class AutoGaze(nn.Module):
         processor = ProcessorConfig.from_json_file(proc_file) if proc_file.is_file() else None
         model = cls(config, processor)
         model.load_weights(load_safetensors(folder / "model.safetensors"))
+        model.name_or_path = str(path)
         return model.to(device=device, dtype=dtype or torch.float32).eval()
 
     def load_weights(self, state: dict[str, torch.Tensor]) -> None:
