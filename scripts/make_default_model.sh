@@ -11,6 +11,7 @@ RUNS=${RUNS:-runs}
 mkdir -p "$RUNS"
 
 # 1. the small MAE reconstruction task (for evaluation under MAEReconstruction)
+# (the evaluation used its step-400 checkpoint: the run was stopped there to free the CPU)
 python scripts/pretrain_mae.py "$DATA"/* --out "$RUNS/mae_small" --steps 600 --frames 8 --batch 2
 
 # 2. NTP on greedy-oracle Paint labels (ratio 0.3), release architecture, from scratch
