@@ -300,18 +300,26 @@ def _is_dir_out(out: Path | None) -> bool:
     return out is not None and out.suffix.lower() not in RESULT_SUFFIXES and not out.suffix
 
 
-def _check_gaze_args(args: argparse.Namespace) -> str:
-    """Validate the options before any heavy work; returns the model reference."""
-    if not os.path.exists(args.video):
-        raise UsageError(f"video file not found: {args.video}")
-    if not os.path.isfile(args.video):
-        raise UsageError(f"not a file: {args.video}")
-    if not os.access(args.video, os.R_OK):
-        raise UsageError(f"video file not readable: {args.video}")
+def _check_video_file(path: str) -> None:
+    if not os.path.exists(path):
+        raise UsageError(f"video file not found: {path}")
+    if not os.path.isfile(path):
+        raise UsageError(f"not a file: {path}")
+    if not os.access(path, os.R_OK):
+        raise UsageError(f"video file not readable: {path}")
+
+
+def _check_ratio_and_loss(args: argparse.Namespace) -> None:
     if args.ratio is not None and not (0 < args.ratio <= 1):
         raise UsageError(f"--ratio must be in (0, 1]; got {args.ratio}")
     if args.loss is not None and not (math.isfinite(args.loss) and args.loss >= 0):
         raise UsageError(f"--loss/--threshold must be a finite number >= 0; got {args.loss}")
+
+
+def _check_gaze_args(args: argparse.Namespace) -> str:
+    """Validate the options before any heavy work; returns the model reference."""
+    _check_video_file(args.video)
+    _check_ratio_and_loss(args)
     if not 1 <= args.batch_size <= 4096:
         raise UsageError(f"--batch-size must be in 1..4096; got {args.batch_size}")
     if args.start < 0:
@@ -743,16 +751,8 @@ def _check_stream_args(args: argparse.Namespace) -> str:
         if args.size is not None:
             raise UsageError("--size is for raw frames on stdin (VIDEO = -); a video file knows "
                              "its size")
-        if not os.path.exists(args.video):
-            raise UsageError(f"video file not found: {args.video}")
-        if not os.path.isfile(args.video):
-            raise UsageError(f"not a file: {args.video}")
-        if not os.access(args.video, os.R_OK):
-            raise UsageError(f"video file not readable: {args.video}")
-    if args.ratio is not None and not (0 < args.ratio <= 1):
-        raise UsageError(f"--ratio must be in (0, 1]; got {args.ratio}")
-    if args.loss is not None and not (math.isfinite(args.loss) and args.loss >= 0):
-        raise UsageError(f"--loss/--threshold must be a finite number >= 0; got {args.loss}")
+        _check_video_file(args.video)
+    _check_ratio_and_loss(args)
     if args.window is not None and not 1 <= args.window <= 4096:
         raise UsageError(f"--window must be in 1..4096; got {args.window}")
     if args.max_frames is not None and args.max_frames < 1:
