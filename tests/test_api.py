@@ -189,6 +189,22 @@ def test_tile_mode(model, shape):
     assert frames_ids == _tile_expectation(model, frames, rows, cols, clip_len=4)
 
 
+@pytest.mark.parametrize("requirement", [None, 0.5])
+def test_tile_mode_runs_batch_size_tiles_per_call_with_the_same_result(model, requirement,
+                                                                        monkeypatch):
+    frames = synthetic_video(5, 230, 460, seed=8)  # 2×3 tiles, clips of 4 frames: 12 tile clips
+    kwargs = dict(gazing_ratio=RATIO, task_loss_requirement=requirement, mode="tile", clip_len=4)
+    whole = gaze(frames, model, batch_size=16, **kwargs)
+    calls = []
+    inner = model.generate_frames
+    monkeypatch.setattr(model, "generate_frames",
+                        lambda video, *a: calls.append(video.shape[0]) or inner(video, *a))
+    split = gaze(frames, model, batch_size=5, **kwargs)
+    assert calls == [5, 5, 2]
+    for field in ("ids", "frame_offsets", "gazing_pos", "if_padded_gazing"):
+        assert torch.equal(whole[field], split[field]), field
+
+
 def test_tile_mode_single_tile_equals_resize_mode(model):
     """A 224×224 video is one tile: the same gaze as resize mode, only sorted."""
     frames = synthetic_video(3, 224, 224, seed=7)

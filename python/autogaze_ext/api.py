@@ -103,7 +103,8 @@ def gaze(frames, model: AutoGaze | str | os.PathLike | None = None, gazing_ratio
     model (``autogaze_ext.default_model``; its name is in the result's ``model`` field).
     frames: uint8 (T,H,W,3), numpy or torch, any length and size. The video is cut into clips of
     ``clip_len`` frames (the checkpoint's ``max_num_frames``, 16), the last one padded by
-    repeating its last frame; clips run as a batch (``batch_size`` at a time) and padded frames
+    repeating its last frame; clips run as a batch (``batch_size`` at a time; in tile mode
+    ``batch_size`` tile clips per model call, which bounds memory at 4K) and padded frames
     are dropped, so the result covers exactly the T real frames, ids offset by N·t.
 
     mode: ``"resize"`` preprocesses as the official processor (any aspect ratio; the model then
@@ -158,11 +159,16 @@ def gaze(frames, model: AutoGaze | str | os.PathLike | None = None, gazing_ratio
             else:
                 video = cut_tiles(_clips(model.preprocess_full(chunk), clip_len), size, rows, cols)
             video = model._check_video(video.to(model.device), name="frames")
-            tok, cnt, req = model.generate_frames(video, gazing_ratio, task_loss_requirement,
-                                                  sampling, official_batching)
-            tokens.append(torch.stack([_pad_to(t, model) for t in tok], 1))  # (b, L, N)
-            counts.append(torch.stack(cnt, 1))  # (b, L)
-            requirement.append(req)
+            # Tiles run batch_size clips per model call (bounds memory at 4K). Results are the
+            # same as one call: clips are independent unless official_batching couples them or
+            # sampling draws per batch.
+            split = mode == "tile" and not official_batching and not sampling.do_sample
+            for piece in video.split(batch_size) if split else [video]:
+                tok, cnt, req = model.generate_frames(piece, gazing_ratio, task_loss_requirement,
+                                                      sampling, official_batching)
+                tokens.append(torch.stack([_pad_to(t, model) for t in tok], 1))  # (b, L, N)
+                counts.append(torch.stack(cnt, 1))  # (b, L)
+                requirement.append(req)
     tokens, counts = torch.cat(tokens), torch.cat(counts)
     req = None if requirement[0] is None else torch.cat(requirement)
     eos = model.gazing_model.gaze_decoder.cfg.eos_token_id
