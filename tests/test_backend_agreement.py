@@ -46,7 +46,7 @@ class Recorder:
         before = (logits.clone(), used.clone(), n.clone())
         fed = self.select(logits, loss_pred, requirement, uniforms, used, n, *rest)
         first = rest[-4]
-        self.calls.append((first, *before, rest[2].clone(), n.clone()))
+        self.calls.append((first, *before, rest[2].clone()))
         return fed
 
 
@@ -78,7 +78,7 @@ def first_difference(a, b, frames):
 def margin_at(recorder, clip, frame, slot, k, eos):
     """Top-1 minus top-2 of the reference's masked logits at the decision that filled ``slot``."""
     frame_calls, t = [], -1
-    for first, logits, used, n, tokens, n_after in recorder.calls:
+    for first, logits, used, n, tokens in recorder.calls:
         t += bool(first)
         if t == frame:
             frame_calls.append((logits, used, n, tokens))
@@ -92,10 +92,6 @@ def margin_at(recorder, clip, frame, slot, k, eos):
             top = row.topk(2).values
             return float(top[0] - top[1])
     return float("nan")
-
-
-def count_ids(out, frames):
-    return int(out["ids"].numel())
 
 
 def agreeing_ids(a, b, frames):
@@ -123,7 +119,7 @@ def test_native_equals_reference_over_the_sweep(monkeypatch):
         for out in (ref, nat):
             check_output(out, batch, frames, n, budgets, config.tokens_per_scale,
                          with_requirement=requirement is not None)
-        total += count_ids(ref, frames)
+        total += ref["ids"].numel()
         same += agreeing_ids(ref, nat, frames)
         eos = model.gazing_model.gaze_decoder.cfg.eos_token_id
         for clip, t, slot in first_difference(ref, nat, frames):

@@ -353,19 +353,39 @@ def _check_gaze_args(args: argparse.Namespace) -> str:
     return _model_ref(args)
 
 
+def _open_video(path: str):
+    """An open PyAV container with at least one video stream; one-line ValueErrors."""
+    import av
+
+    try:
+        container = av.open(path)
+    except (av.error.FFmpegError, UnicodeDecodeError) as e:
+        raise ValueError(f"cannot read video {path}: not a video file or truncated ({e})") from None
+    if not container.streams.video:
+        container.close()
+        raise ValueError(f"no video stream in {path}")
+    return container
+
+
+def _pix_fmt_notes(fmt: str | None) -> list[str]:
+    """One-line notes for pixel formats that are converted (grayscale, alpha)."""
+    fmt = (fmt or "").lower()
+    notes = []
+    if fmt.startswith(("gray", "ya", "y8", "mono")) or fmt == "pal8":
+        notes.append(f"grayscale video ({fmt}): gazing on it as RGB")
+    if fmt.startswith(("rgba", "bgra", "argb", "abgr", "yuva", "ya", "gbrap", "rgb32", "bgr32")):
+        notes.append(f"video has an alpha channel ({fmt}): alpha dropped")
+    return notes
+
+
 def _decode(path: str, first: int, stop: int | None):
     """Decode frames ``first..stop-1`` as RGB; also the source facts. Raises ValueError with a
     one-line reason for unreadable, truncated or empty videos."""
     import av
     import numpy as np
 
-    try:
-        container = av.open(path)
-    except (av.error.FFmpegError, UnicodeDecodeError) as e:
-        raise ValueError(f"cannot read video {path}: not a video file or truncated ({e})") from None
+    container = _open_video(path)
     with container:
-        if not container.streams.video:
-            raise ValueError(f"no video stream in {path}")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         ctx = stream.codec_context
@@ -411,12 +431,7 @@ def _check_frames_for_model(frames, source: dict, model) -> list[str]:
     if min(h, w) < smallest:
         raise UsageError(f"frames are {w}x{h}, smaller than the model's smallest scale "
                          f"({smallest}x{smallest} px)")
-    notes = []
-    fmt = (source["pix_fmt"] or "").lower()
-    if fmt.startswith(("gray", "ya", "y8", "mono")) or fmt in ("pal8",):
-        notes.append(f"grayscale video ({fmt}): gazing on it as RGB")
-    if fmt.startswith(("rgba", "bgra", "argb", "abgr", "yuva", "ya", "gbrap", "rgb32", "bgr32")):
-        notes.append(f"video has an alpha channel ({fmt}): alpha dropped")
+    notes = _pix_fmt_notes(source["pix_fmt"])
     if h % 2 or w % 2:
         notes.append(f"odd frame size {w}x{h}: kept as is (visual outputs are cropped to even)")
     if source["variable_frame_rate"]:
@@ -770,34 +785,22 @@ def _file_frames(path: str):
     """Decode a video file frame by frame as uint8 (H,W,3) RGB; one-line ValueErrors."""
     import av
 
-    try:
-        container = av.open(path)
-    except (av.error.FFmpegError, UnicodeDecodeError) as e:
-        raise ValueError(f"cannot read video {path}: not a video file or truncated ({e})") from None
+    container = _open_video(path)
     with container:
-        if not container.streams.video:
-            raise ValueError(f"no video stream in {path}")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         index = -1
         try:
             for index, frame in enumerate(container.decode(stream)):
                 if index == 0:
-                    _note_pix_fmt(frame.format.name)
+                    for note in _pix_fmt_notes(frame.format.name):
+                        print(f"autogaze: note: {note}", file=sys.stderr)
                 yield frame.to_ndarray(format="rgb24")
         except av.error.FFmpegError as e:
             raise ValueError(f"cannot decode video {path} after {index + 1} frames (truncated or "
                              f"corrupt?): {e}") from None
     if index < 0:
         raise ValueError(f"video {path} has zero frames")
-
-
-def _note_pix_fmt(fmt: str | None) -> None:
-    fmt = (fmt or "").lower()
-    if fmt.startswith(("gray", "ya", "y8", "mono")) or fmt == "pal8":
-        print(f"autogaze: note: grayscale video ({fmt}): gazing on it as RGB", file=sys.stderr)
-    if fmt.startswith(("rgba", "bgra", "argb", "abgr", "yuva", "ya", "gbrap")):
-        print(f"autogaze: note: video has an alpha channel ({fmt}): alpha dropped", file=sys.stderr)
 
 
 def _raw_frames(source, width: int, height: int):

@@ -209,17 +209,20 @@ class AutoGaze(nn.Module):
                         coupled: bool):
         """Raw generation: per frame, tokens (B,M_t) (EOS pads) and slot counts (B,), plus the
         (B,T) requirement or None. ``video`` must already be checked."""
-        frame_budgets, requirement = budgets.resolve(
-            self.config, gazing_ratio, task_loss_requirement, video.shape[0], video.shape[1],
-            video.device, sampling.generator)
+        frame_budgets, requirement = self._budgets(video, gazing_ratio, task_loss_requirement,
+                                                   sampling)
         tokens, counts = self._run_frames(video, frame_budgets, requirement, sampling, coupled)
         return tokens, counts, requirement
 
+    def _budgets(self, video, gazing_ratio, task_loss_requirement, sampling: Sampling):
+        """Per-frame budgets M_t and the (B,T) requirement or None of a generation call."""
+        return budgets.resolve(self.config, gazing_ratio, task_loss_requirement, video.shape[0],
+                               video.shape[1], video.device, sampling.generator)
+
     def _generate_graphed(self, video, gazing_ratio, task_loss_requirement, sampling, coupled):
         """``generate_frames`` through a cached whole-clip CUDA graph (greedy only)."""
-        frame_budgets, requirement = budgets.resolve(
-            self.config, gazing_ratio, task_loss_requirement, video.shape[0], video.shape[1],
-            video.device, sampling.generator)
+        frame_budgets, requirement = self._budgets(video, gazing_ratio, task_loss_requirement,
+                                                   sampling)
         # the parameters' addresses too: a graph reads the weights it was captured with
         key = (tuple(video.shape), video.dtype, video.device, tuple(frame_budgets),
                requirement is not None, coupled, sampling.backend,
