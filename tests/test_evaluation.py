@@ -214,8 +214,9 @@ def test_cli_end_to_end(tmp_path, model_dir, capsys):
     out = tmp_path / "eval"
     assert run_cli(tmp_path, "--ratios", "0.1", "0.3", "--out", str(out), model_dir=model_dir) == 0
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["results.json", "results.md", "loss_vs_ratio.png", "calibration.png"])
-    for name in ("loss_vs_ratio.png", "calibration.png"):
+        ["results.json", "results.md", "loss_vs_ratio.png", "calibration.png",
+         "threshold_loss.png", "threshold_tokens.png"])
+    for name in ("loss_vs_ratio.png", "calibration.png", "threshold_loss.png", "threshold_tokens.png"):
         with Image.open(out / name) as im:
             im.load()
             assert im.size == SIZE and im.format == "PNG"
@@ -230,8 +231,20 @@ def test_cli_end_to_end(tmp_path, model_dir, capsys):
         assert len(m["loss_curve"]) == len(res["budgets"])
         assert {"mean", "median", "mean_capped", "not_reached", "frames"} == set(m["patches_needed"])
         assert m["patches_needed"]["frames"] == 8
-    assert set(res["checks"]) == {"model_2x_fewer_than_random", "model_within_15pct_of_oracle",
-                                  "model_no_worse_than_frame_difference"}
+    # the test model's config has an inference requirement (0.7): the threshold checks run too
+    assert set(res["checks"]) == {"model_1.2x_fewer_than_best_heuristic", "model_2x_fewer_than_random",
+                                  "model_within_1.6x_of_oracle", "head_spearman_at_least_0.6",
+                                  "70pct_of_frames_within_30pct_of_requirement"}
+    best = min(res["comparisons"][f"{h}_over_model"] for h in ("uniform", "frame_difference", "run_length"))
+    assert res["comparisons"]["best_heuristic_over_model"] == pytest.approx(best)
+    thr = res["threshold"]
+    assert thr["requirement"] == pytest.approx(0.7) and thr["frames"] == 8 and 0 <= thr["within"] <= 1
+    # per-clip rows: names, and their mean is the overall figure (all clips have 4 frames)
+    assert [row["name"] for row in res["per_clip"]] == ["synthetic#0", "synthetic#1"]
+    for name, m in res["methods"].items():
+        per_clip = [row["patches_needed"][name] for row in res["per_clip"]]
+        assert sum(per_clip) / 2 == pytest.approx(m["patches_needed"]["mean_capped"])
+    assert sum(row["tokens_per_frame"] for row in res["per_clip"]) / 2 == pytest.approx(thr["tokens_per_frame"])
     assert res["comparisons"]["random_over_model"] == pytest.approx(
         res["methods"]["random"]["patches_needed"]["mean_capped"]
         / res["methods"]["model"]["patches_needed"]["mean_capped"])
@@ -291,7 +304,9 @@ def test_cli_mae_task(tmp_path, model_dir):
                    model_dir=model_dir) == 0
     res = json.loads((out / "results.json").read_text())
     assert res["task"] == "mae"
-    assert set(res["checks"]) == {"model_2x_fewer_than_random", "model_1.3x_fewer_than_frame_difference"}
+    assert set(res["checks"]) == {"model_1.2x_fewer_than_best_heuristic", "model_2x_fewer_than_random",
+                                  "head_spearman_at_least_0.6",
+                                  "70pct_of_frames_within_30pct_of_requirement"}
     # the losses are the MAE's: a frame gazed fully is not reconstructed exactly by a random MAE
     assert res["methods"]["random"]["loss_curve"][-1] > 1e-3
     # a task whose candidates differ from the model's is refused
@@ -320,3 +335,76 @@ def test_cli_tail_windows(tmp_path, model_dir, capsys):
     assert "skipped" in capsys.readouterr().err
     assert json.loads((tmp_path / "c" / "results.json").read_text())["clips"] == 1
     assert main([*common, "--tail", "1.5", "--out", str(tmp_path / "d")]) == 2
+
+
+class _StubModel:
+    """Gives frame f of the flattened batch ``tokens[f]`` ids (0, 1, ...)."""
+    num_tokens = N
+    device, dtype = torch.device("cpu"), torch.float32
+
+    def __init__(self, tokens):
+        self.tokens = tokens
+        self.calls = []
+
+    def __call__(self, video, gazing_ratio=None, task_loss_requirement=None):
+        self.calls.append((gazing_ratio, task_loss_requirement))
+        counts = torch.tensor(self.tokens[: video.shape[0] * video.shape[1]])
+        ids = torch.cat([torch.arange(int(c)) for c in counts])
+        return {"ids": ids, "frame_offsets": torch.nn.functional.pad(counts.cumsum(0), (1, 0))}
+
+
+class _LossTask:
+    """frame_losses: a fixed (B,T) table."""
+
+    def __init__(self, losses):
+        self.losses = torch.tensor(losses)
+
+    def frame_losses(self, video, ids, offsets):
+        return self.losses[: video.shape[0]]
+
+
+def test_threshold_report_counts_within_static_and_change():
+    from autogaze_ext.evaluation.threshold import frame_change, threshold_report
+    video = torch.zeros(1, 4, 3, 8, 8)
+    video[0, 1] = 1.0                     # frame 1 changes by 1, frame 2 by 1, frame 3 is frame 2
+    video[0, 2] = 0.0
+    video[0, 3] = 0.0
+    change = frame_change(video)
+    assert math.isnan(change[0, 0]) and change[0, 1:].tolist() == [1.0, 1.0, 0.0]
+    model = _StubModel([20, 12, 10, 1])
+    task = _LossTask([[0.10, 0.125, 0.2, 0.075]])  # R = 0.1: within ±30 %: 0.1, 0.125, 0.075
+    summary, frames = threshold_report(model, task, [video], requirement=0.1, ratio=0.5)
+    assert model.calls == [(0.5, 0.1)]
+    assert summary["frames"] == 4 and summary["within"] == pytest.approx(3 / 4)
+    assert summary["above"] == pytest.approx(1 / 4) and summary["below"] == 0
+    assert summary["static"]["frames"] == 1
+    assert summary["static"]["tokens_mean_percent"] == pytest.approx(100 / N)
+    assert summary["tokens_per_frame"] == pytest.approx(43 / 4)
+    # tokens fall with change: the static frame has the fewest
+    tvc = summary["tokens_vs_change"]
+    assert tvc["spearman"] > 0 and tvc["bins"][0]["tokens"] == 1
+    assert frames["tokens"].tolist() == [20, 12, 10, 1] and frames["clip"].tolist() == [0] * 4
+    with pytest.raises(ValueError, match="requirement"):
+        threshold_report(model, task, [video], requirement=0.0, ratio=0.5)
+
+
+def test_cli_spread_and_static_clips(tmp_path, model_dir):
+    from autogaze_ext.video import write_video
+    clip = tmp_path / "clip.mp4"
+    write_video(clip, synthetic_video(40, 64, 64))
+    out = tmp_path / "eval"
+    argv = ["--model", str(model_dir), "--videos", str(clip), "--frames", "4", "--clips", "3",
+            "--spread", "--static-clips", "--methods", "model", "random", "--ratios", "0.5",
+            "--requirement", "0.3", "--requirement-ratio", "0.5", "--out", str(out)]
+    assert main(argv) == 0
+    res = json.loads((out / "results.json").read_text())
+    names = [row["name"] for row in res["per_clip"]]
+    assert names == ["clip.mp4#0", "clip.mp4#1", "clip.mp4#2", "clip.mp4#0 (frozen)",
+                     "clip.mp4#1 (frozen)", "clip.mp4#2 (frozen)"]
+    thr = res["threshold"]
+    assert thr["requirement"] == 0.3 and thr["ratio"] == 0.5
+    # each frozen copy repeats its frame 1 in frames 2 and 3: 2 identical frames per copy
+    assert thr["static"]["frames"] >= 6
+    assert "static_frames_at_most_10pct_tokens" in res["checks"]
+    assert "## Threshold behaviour" in (out / "results.md").read_text()
+    assert main([*argv[:-2], "--requirement", "-1", "--out", str(tmp_path / "never")]) == 2

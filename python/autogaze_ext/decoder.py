@@ -100,7 +100,8 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(h * hd, d, bias=False)
 
     def forward(self, x, cos, sin, layer: int, cache: KVCache, allowed):
-        """x (B,n,D); cos/sin (B,n,hd); allowed (B,n,start+n) bool → (B,n,D). Appends K/V."""
+        """x (B,n,D); cos/sin (B,n,hd); allowed (B,n,start+n) bool, or None for plain causal
+        attention over a cache that was empty → (B,n,D). Appends K/V."""
         b, n, _ = x.shape
         q = self.q_proj(x).view(b, n, self.num_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(b, n, self.num_kv_heads, self.head_dim).transpose(1, 2)
@@ -124,7 +125,10 @@ class Attention(nn.Module):
             repeat = self.num_heads // self.num_kv_heads
             keys = keys.repeat_interleave(repeat, dim=1)
             values = values.repeat_interleave(repeat, dim=1)
-        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=allowed.unsqueeze(1))
+        if allowed is None:
+            out = F.scaled_dot_product_attention(q, keys, values, is_causal=True)
+        else:
+            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=allowed.unsqueeze(1))
         return self.o_proj(out.transpose(1, 2).reshape(b, n, -1))
 
 
@@ -200,13 +204,19 @@ class GazeDecoder(nn.Module):
         cache.reserve(n)
         start, end = cache.length, cache.length + n
         cache.key_mask[:, start:end] = visible
-        slot = torch.arange(end, device=x.device)
-        causal = slot[None, :] <= slot[start:end, None]  # (n, end)
-        allowed = causal.unsqueeze(0) & cache.key_mask[:, None, :end]
-        # A query that sees no key at all (an invisible slot with nothing visible before it) would
-        # give a NaN softmax row that poisons later layers; let it see itself. Its output is
-        # never read.
-        allowed[:, torch.arange(n, device=x.device), slot[start:end]] |= ~allowed.any(-1)
+        if start == 0 and torch.is_grad_enabled() and bool(visible.all()):
+            # Training's teacher-forced pass over whole clips: plain causal attention, which SDPA
+            # runs without materialising an (n, n) mask and skipping the masked half. (Only with
+            # gradients on: generation keeps one kernel path, so its numerics never change.)
+            allowed = None
+        else:
+            slot = torch.arange(end, device=x.device)
+            causal = slot[None, :] <= slot[start:end, None]  # (n, end)
+            allowed = causal.unsqueeze(0) & cache.key_mask[:, None, :end]
+            # A query that sees no key at all (an invisible slot with nothing visible before it)
+            # would give a NaN softmax row that poisons later layers; let it see itself. Its
+            # output is never read.
+            allowed[:, torch.arange(n, device=x.device), slot[start:end]] |= ~allowed.any(-1)
         angles = positions.to(torch.float32).unsqueeze(-1) * self.inv_freq
         angles = torch.cat((angles, angles), dim=-1)
         cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)

@@ -44,13 +44,18 @@ import torch.nn.functional as F
 from .baselines import METHODS, make_methods
 from .metrics import DEFAULT_RATIOS, evaluate
 from .plot import line_chart, scatter_chart
+from .threshold import threshold_report
 
-FILES = ("results.json", "results.md", "loss_vs_ratio.png", "calibration.png")
-# The issue's targets: (name, other method, required other/model ratio of patches needed, task).
-CHECKS = (("model_2x_fewer_than_random", "random", 2.0, ("paint", "mae")),
-          ("model_within_15pct_of_oracle", "oracle", 1 / 1.15, ("paint",)),
-          ("model_no_worse_than_frame_difference", "frame_difference", 1.0, ("paint",)),
-          ("model_1.3x_fewer_than_frame_difference", "frame_difference", 1.3, ("mae",)))
+FILES = ("results.json", "results.md", "loss_vs_ratio.png", "calibration.png",
+         "threshold_loss.png", "threshold_tokens.png")
+# The targets of the default model (issue 11, "must" column): (name, comparisons key, the least
+# other/model ratio of patches needed, tasks). The threshold targets are in THRESHOLD_CHECKS.
+CHECKS = (("model_1.2x_fewer_than_best_heuristic", "best_heuristic_over_model", 1.2, ("paint", "mae")),
+          ("model_2x_fewer_than_random", "random_over_model", 2.0, ("paint", "mae")),
+          ("model_within_1.6x_of_oracle", "oracle_over_model", 1 / 1.6, ("paint",)))
+HEAD_SPEARMAN = 0.6          # task-loss head vs the real loss
+WITHIN_SHARE = 0.7           # frames within ±30 % of the requirement
+STATIC_TOKENS_PERCENT = 10.0  # tokens in frames identical to the previous one, % of N
 
 
 class UsageError(Exception):
@@ -74,6 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=int, default=128, help="frames per video --tail counts "
                    "(autogaze-train decodes 128)")
     p.add_argument("--frame-stride", type=int, default=1, help="step between frames of a window")
+    p.add_argument("--spread", action="store_true", help="spread the --clips windows evenly over "
+                   "each video (or its --tail) instead of taking consecutive windows")
+    p.add_argument("--static-clips", action="store_true", help="add, for every clip, a copy whose "
+                   "second half repeats its middle frame (frames identical to the previous one)")
+    p.add_argument("--requirement", type=float, help="threshold behaviour under this task-loss "
+                   "requirement (default: the model's own inference requirement, if it has one)")
+    p.add_argument("--requirement-ratio", type=float, help="per-frame budget cap with "
+                   "--requirement (default: the model's inference gazing ratio)")
     p.add_argument("--task", choices=("paint", "mae"), default="paint")
     p.add_argument("--mae", metavar="DIR", help="MAE task folder (needed for --task mae)")
     p.add_argument("--ratios", type=float, nargs="+", default=list(DEFAULT_RATIOS))
@@ -109,6 +122,10 @@ def check_args(args) -> None:
         raise UsageError(f"--model: {args.model!r} is not a model folder with config.json")
     if any(not (0 < r <= 1) or not math.isfinite(r) for r in args.ratios):
         raise UsageError(f"--ratios must lie in (0, 1], got {args.ratios}")
+    if args.requirement is not None and not (math.isfinite(args.requirement) and args.requirement > 0):
+        raise UsageError(f"--requirement must be a finite loss > 0, got {args.requirement}")
+    if args.requirement_ratio is not None and not 0 < args.requirement_ratio <= 1:
+        raise UsageError(f"--requirement-ratio must lie in (0, 1], got {args.requirement_ratio}")
     if args.target is not None and not (math.isfinite(args.target) and args.target >= 0):
         raise UsageError(f"--target must be a finite loss >= 0, got {args.target}")
     bad = [m for m in args.methods if m not in METHODS]
@@ -135,41 +152,91 @@ def _window_start(args, path) -> tuple[int, int | None]:
     return n - int(round(n * args.tail)), n
 
 
-def load_clips(args, model, size: int) -> torch.Tensor:
-    """(C, T, 3, size, size) preprocessed clips: video windows, then synthetic clips. A video
-    too short for one window is skipped with a warning (an error when no clip is left)."""
-    from ..video import read_video, synthetic_video
-    raw, skipped = [], []
+def _window_starts(args, path, start: int, end: int | None) -> list[int]:
+    """First frames of the windows cut from ``path``: consecutive from ``start``, or with
+    ``--spread`` evenly spaced over [start, end) (end: the video's length)."""
     span = (args.frames - 1) * args.frame_stride + 1
+    if not args.spread:
+        return [start + i * args.frames * args.frame_stride for i in range(args.clips)]
+    from ..video import video_info
+    if end is None:
+        end = video_info(path).num_frames
+    last = end - span
+    if last < start:
+        return []
+    count = min(args.clips, last - start + 1)
+    return sorted({round(start + i * (last - start) / max(1, count - 1)) for i in range(count)})
+
+
+def _cut(args, path) -> tuple[list, str | None]:
+    """The windows (uint8 arrays) of one video and, when none could be cut, why."""
+    from ..video import read_video
+    start, end = _window_start(args, path)
+    span = (args.frames - 1) * args.frame_stride + 1
+    if args.spread:
+        windows = []
+        for first in _window_starts(args, path, start, end):
+            try:
+                frames = read_video(path, start=first, num_frames=args.frames, stride=args.frame_stride)
+            except ValueError as e:
+                return windows, str(e)
+            if len(frames) == args.frames:
+                windows.append(frames)
+        if not windows:
+            return [], f"{path} has no {args.frames}-frame window (span {span}) from frame {start}"
+        return windows, None
+    try:
+        frames = read_video(path, start=start, num_frames=args.clips * args.frames,
+                            stride=args.frame_stride)
+    except ValueError as e:
+        return [], str(e)
+    if end is not None:                              # keep inside the tail
+        frames = frames[: max(0, (end - start - 1) // args.frame_stride + 1)]
+    count = len(frames) // args.frames
+    if count == 0:
+        return [], (f"{path} has {len(frames)} frames from frame {start}, fewer than "
+                    f"--frames {args.frames} (span {span})")
+    return [frames[i * args.frames:(i + 1) * args.frames] for i in range(count)], None
+
+
+def frozen(frames):
+    """A copy of a clip whose second half repeats its middle frame (no change at all)."""
+    out = frames.copy()
+    middle = len(frames) // 2
+    out[middle:] = frames[middle - 1]
+    return out
+
+
+def load_clips(args, model, size: int) -> tuple[torch.Tensor, list[str]]:
+    """(C, T, 3, size, size) preprocessed clips (video windows, synthetic clips, then the
+    ``--static-clips`` copies) and their names. A video too short for one window is skipped with
+    a warning (an error when no clip is left)."""
+    from ..video import synthetic_video
+    raw, names, skipped = [], [], []
     for path in args.videos:
-        start, end = _window_start(args, path)
-        try:
-            frames = read_video(path, start=start, num_frames=args.clips * args.frames,
-                                stride=args.frame_stride)
-        except ValueError as e:
-            skipped.append(str(e))
-            continue
-        if end is not None:                              # keep inside the tail
-            frames = frames[: max(0, (end - start - 1) // args.frame_stride + 1)]
-        windows = len(frames) // args.frames
-        if windows == 0:
-            skipped.append(f"{path} has {len(frames)} frames from frame {start}, fewer than "
-                           f"--frames {args.frames} (span {span})")
-        raw += [frames[i * args.frames:(i + 1) * args.frames] for i in range(windows)]
+        windows, reason = _cut(args, path)
+        if reason and not windows:
+            skipped.append(reason)
+        raw += windows
+        names += [f"{os.path.basename(path)}#{i}" for i in range(len(windows))]
     for reason in skipped:
         print(f"autogaze-eval: warning: skipped: {reason}", file=sys.stderr)
     for k in range(args.synthetic):
         raw.append(synthetic_video(args.frames, args.synthetic_size, args.synthetic_size,
                                    seed=args.seed + k))
+        names.append(f"synthetic#{k}")
     if not raw:
         raise UsageError("--videos: no clip could be cut: " + "; ".join(skipped))
+    if args.static_clips:
+        raw += [frozen(frames) for frames in raw]
+        names += [f"{name} (frozen)" for name in names]
     clips = []
     for frames in raw:
         video = model.preprocess(frames)                                 # (T, 3, H, W)
         if tuple(video.shape[-2:]) != (size, size):
             video = F.interpolate(video, size=(size, size), mode="bicubic", align_corners=False)
         clips.append(video)
-    return torch.stack(clips)
+    return torch.stack(clips), names
 
 
 def load_mae(path: str, model, device):
@@ -192,10 +259,22 @@ def load_mae(path: str, model, device):
 
 
 def add_checks(results: dict, task: str) -> dict:
+    """The issue's targets that this run measured: name -> met."""
     comp = results["comparisons"]
-    return {name: bool(comp[f"{other}_over_model"] >= need)
-            for name, other, need, tasks in CHECKS
-            if task in tasks and f"{other}_over_model" in comp}
+    checks = {name: bool(comp[key] >= need) for name, key, need, tasks in CHECKS
+              if task in tasks and key in comp}
+    cal = results.get("calibration")
+    if cal and cal.get("spearman") is not None:
+        checks[f"head_spearman_at_least_{HEAD_SPEARMAN}"] = bool(cal["spearman"] >= HEAD_SPEARMAN)
+    thr = results.get("threshold")
+    if thr:
+        checks[f"{round(100 * WITHIN_SHARE)}pct_of_frames_within_30pct_of_requirement"] = \
+            bool(thr["within"] >= WITHIN_SHARE)
+        static = thr["static"]["tokens_mean_percent"]
+        if static is not None:
+            checks[f"static_frames_at_most_{STATIC_TOKENS_PERCENT:g}pct_tokens"] = \
+                bool(static <= STATIC_TOKENS_PERCENT)
+    return checks
 
 
 def _fmt(v, digits=4) -> str:
@@ -232,7 +311,47 @@ def markdown(results: dict) -> str:
                   f"Pearson {_fmt(cal['pearson'], 3)}, Spearman {_fmt(cal['spearman'], 3)} "
                   f"over {cal['points']} frames.", "", "| predicted | real | frames |", "|---|---|---|"]
         lines += [f"| {_fmt(b['pred'])} | {_fmt(b['real'])} | {b['count']} |" for b in cal["bins"]]
+    thr = results.get("threshold")
+    if thr:
+        lines += threshold_markdown(thr)
+    if results.get("per_clip"):
+        methods = list(results["methods"])
+        with_thr = bool(thr) and "tokens_per_frame" in results["per_clip"][0]
+        head = ["clip", *methods, *(["tokens/frame at R", "loss at R"] if with_thr else [])]
+        lines += ["", "## Per clip", "", "Patches needed (mean over the clip's frames; not reached "
+                  "counts N)" + (f"; tokens and loss per frame under requirement {_fmt(thr['requirement'])}"
+                                 if with_thr else "") + ".", "",
+                  "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for row in results["per_clip"]:
+            cells = [row.get("name", "?"), *[_fmt(row["patches_needed"][m], 3) for m in methods]]
+            if with_thr:
+                cells += [_fmt(row["tokens_per_frame"], 3), _fmt(row["loss"], 3)]
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def threshold_markdown(thr: dict) -> list[str]:
+    """The threshold-behaviour section of the report."""
+    r, tol = thr["requirement"], thr["tolerance"]
+    lines = ["", "## Threshold behaviour", "",
+             f"Requirement {_fmt(r)} with budget cap ratio {_fmt(thr['ratio'])}, "
+             f"{thr['clips']} clips, {thr['frames']} frames.", "",
+             f"- tokens per frame: {_fmt(thr['tokens_per_frame'], 3)} ({_fmt(thr['kept_percent'], 3)} % of N)",
+             f"- realised loss: mean {_fmt(thr['loss_mean'])}, median {_fmt(thr['loss_median'])}",
+             f"- frames within ±{round(100 * tol)} % of the requirement: {_fmt(100 * thr['within'], 3)} % "
+             f"(below: {_fmt(100 * thr['below'], 3)} %, above: {_fmt(100 * thr['above'], 3)} %)"]
+    st = thr["static"]
+    if st["frames"]:
+        lines.append(f"- frames identical to the previous one: {st['frames']}, tokens mean "
+                     f"{_fmt(st['tokens_mean_percent'], 3)} % of N, max {_fmt(st['tokens_max_percent'], 3)} %")
+    else:
+        lines.append("- no frame identical to the previous one (use --static-clips)")
+    tvc = thr["tokens_vs_change"]
+    if tvc:
+        lines += [f"- tokens vs frame change: Spearman {_fmt(tvc['spearman'], 3)}", "",
+                  "| change (mean abs diff) | tokens per frame | frames |", "|---|---|---|"]
+        lines += [f"| {_fmt(b['change'])} | {_fmt(b['tokens'], 3)} | {b['frames']} |" for b in tvc["bins"]]
+    return lines
 
 
 def _png(image) -> bytes:
@@ -258,6 +377,20 @@ def render(results: dict, extras: dict) -> dict[str, bytes]:
         files["calibration.png"] = _png(scatter_chart(pred.tolist(), real.tolist(), bins,
                                                       title="task-loss head calibration",
                                                       xlabel="predicted loss", ylabel="real loss"))
+    if extras.get("threshold_points") is not None:
+        pts, thr = extras["threshold_points"], results["threshold"]
+        r, tol = thr["requirement"], thr["tolerance"]
+        files["threshold_loss.png"] = _png(scatter_chart(
+            pts["frame"].tolist(), pts["loss"].tolist(), title="realised loss per frame under the requirement",
+            xlabel="frame index in its clip", ylabel="frame loss", diagonal=False,
+            hlines=[(r, "requirement"), ((1 - tol) * r, f"-{round(100 * tol)} %"),
+                    ((1 + tol) * r, f"+{round(100 * tol)} %")]))
+        later = ~torch.isnan(pts["change"])
+        bins = [(b["change"], b["tokens"]) for b in (thr["tokens_vs_change"] or {}).get("bins", [])]
+        files["threshold_tokens.png"] = _png(scatter_chart(
+            pts["change"][later].tolist(), pts["tokens"][later].tolist(), bins,
+            title="tokens per frame vs the frame's change", xlabel="mean |frame - previous frame|",
+            ylabel="tokens", diagonal=False))
     return files
 
 
@@ -289,16 +422,57 @@ def run(args) -> dict:
     paint = PaintReconstruction.from_config(model.config)
     task = paint if args.task == "paint" else load_mae(args.mae, model, device)
     size = max(model.scales)
-    clips = load_clips(args, model, size)
+    clips, names = load_clips(args, model, size)
     methods = make_methods(args.methods, model.config.tokens_per_scale, paint=paint, model=model,
                            tol=args.tol)
-    batches = (clips[i:i + args.batch_size].to(device) for i in range(0, len(clips), args.batch_size))
-    results, extras = evaluate(task, methods, batches, model.num_tokens, ratios=args.ratios,
+
+    def batches():
+        return (clips[i:i + args.batch_size].to(device) for i in range(0, len(clips), args.batch_size))
+
+    results, extras = evaluate(task, methods, batches(), model.num_tokens, ratios=args.ratios,
                                target=args.target, model=model, seed=args.seed)
     results = {"task": args.task, "model": str(args.model), **results}
+    for row, name in zip(results["per_clip"], names):
+        row["name"] = name
+    requirement, cap = threshold_settings(args, model)
+    results["threshold"] = None
+    if requirement is not None and "model" in methods:
+        summary, points = threshold_report(model, task, batches(), requirement, cap)
+        results["threshold"] = _finite(summary)
+        extras["threshold_points"] = points
+        for c, row in enumerate(results["per_clip"]):
+            mine = points["clip"] == c
+            row["tokens_per_frame"] = float(points["tokens"][mine].mean())
+            row["loss"] = float(points["loss"][mine].mean())
     results["checks"] = add_checks(results, args.task)
     write_all(Path(args.out), render(results, extras))
     return results
+
+
+def threshold_settings(args, model) -> tuple[float | None, float]:
+    """(requirement or None, budget cap ratio) of the threshold report: the arguments, else the
+    model's own inference settings (its fixed requirement and gazing ratio)."""
+    cfg = model.config
+    requirement = args.requirement
+    if requirement is None and cfg.has_task_loss_requirement_during_inference:
+        setting = cfg.inference_setting("task_loss_requirement_config")
+        if setting["sample_strategy_during_inference"] == "fixed":
+            requirement = float(setting["fixed"]["task_loss_requirement"])
+    cap = args.requirement_ratio
+    if cap is None:
+        setting = cfg.inference_setting("gazing_ratio_config")
+        fixed = setting["sample_strategy_during_inference"] == "fixed"
+        cap = float(setting["fixed"]["gazing_ratio"]) if fixed else 1.0
+    return requirement, cap
+
+
+def _finite(value):
+    """NaN/inf floats (anywhere in nested dicts/lists) → None, so the JSON stays standard."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def main(argv=None) -> int:

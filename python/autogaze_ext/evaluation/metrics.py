@@ -33,6 +33,7 @@ __all__ = ["DEFAULT_RATIOS", "GRID_RATIOS", "ratio_budget", "budget_grid", "loss
            "evaluate"]
 
 DEFAULT_RATIOS = (0.05, 0.1, 0.2, 0.3, 0.5)
+HEURISTICS = ("uniform", "frame_difference", "run_length")  # the selection rules without a model
 GRID_RATIOS = (0.02, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.75, 1.0)
 
 
@@ -197,8 +198,12 @@ def evaluate(task, methods: Mapping, clips: Iterable[torch.Tensor], num_tokens: 
         target_source = "given"
 
     per_method, extras = {}, {"curves": {}, "calibration_points": None}
+    per_clip = [{} for _ in range(n_clips)]
     for name, (losses, counts) in merged.items():
         need = patches_needed(losses, counts, target, num_tokens)
+        capped = torch.nan_to_num(need["per_frame"], nan=float(num_tokens)).view(n_clips, -1)
+        for row, value in zip(per_clip, capped.mean(1).tolist()):
+            row[name] = value
         per_method[name] = {
             "loss_at_ratio": loss_at_ratios(losses, budgets, ratios, num_tokens),
             "loss_curve": [float(v) for v in losses.mean(1)],
@@ -209,6 +214,7 @@ def evaluate(task, methods: Mapping, clips: Iterable[torch.Tensor], num_tokens: 
         "num_tokens": num_tokens, "clips": n_clips, "frames": frames,
         "ratios": ratios, "budgets": budgets, "target": target, "target_source": target_source,
         "methods": per_method, "comparisons": _comparisons(per_method), "calibration": None,
+        "per_clip": [{"patches_needed": row} for row in per_clip],
     }
     if preds:
         pred, real = torch.cat(preds), torch.cat(reals)
@@ -227,4 +233,7 @@ def _comparisons(per_method: dict) -> dict:
     for other in ("random", "uniform", "frame_difference", "run_length", "oracle"):
         if other in per_method and mine:
             out[f"{other}_over_model"] = per_method[other]["patches_needed"]["mean_capped"] / mine
+    heuristics = [out[f"{h}_over_model"] for h in HEURISTICS if f"{h}_over_model" in out]
+    if heuristics:
+        out["best_heuristic_over_model"] = min(heuristics)
     return out

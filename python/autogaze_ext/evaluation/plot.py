@@ -109,20 +109,31 @@ def line_chart(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], ti
 
 
 def scatter_chart(x: Sequence[float], y: Sequence[float], bins: Sequence[tuple[float, float]] = (),
-                  title: str = "", xlabel: str = "", ylabel: str = "", size=SIZE) -> Image.Image:
-    """Points (x, y), the y = x diagonal, and binned means (bins: (x, y) pairs) as a line."""
+                  title: str = "", xlabel: str = "", ylabel: str = "", size=SIZE,
+                  diagonal: bool = True, hlines: Sequence[tuple[float, str]] = ()) -> Image.Image:
+    """Points (x, y), binned means (bins: (x, y) pairs) as a line, and the y = x diagonal
+    (``diagonal``) or labelled horizontal lines (``hlines``: (y, label) pairs)."""
     image = Image.new("RGB", size, "white")
     draw = ImageDraw.Draw(image)
     x, y = [float(v) for v in x], [float(v) for v in y]
-    lo = min(x + y) if x else 0.0
-    hi = max(x + y) if x else 1.0
-    axes = _Axes(draw, x + [lo, hi], y + [lo, hi], title, xlabel, ylabel, size)
-    draw.line([axes.px(lo, lo), axes.px(hi, hi)], fill=(160, 160, 160), width=1)
+    if diagonal:
+        lo = min(x + y) if x else 0.0
+        hi = max(x + y) if x else 1.0
+        axes = _Axes(draw, x + [lo, hi], y + [lo, hi], title, xlabel, ylabel, size)
+        draw.line([axes.px(lo, lo), axes.px(hi, hi)], fill=(160, 160, 160), width=1)
+    else:
+        levels = [float(v) for v, _ in hlines]
+        axes = _Axes(draw, x or [0.0, 1.0], (y + levels) or [0.0, 1.0], title, xlabel, ylabel, size)
+        x0, x1 = (min(x), max(x)) if x else (0.0, 1.0)
+        for i, (level, _) in enumerate(hlines):
+            draw.line([axes.px(x0, level), axes.px(x1, level)], fill=COLORS[(i + 2) % len(COLORS)], width=1)
     for px, py in (axes.px(a, b) for a, b in zip(x, y)):
         draw.ellipse([px - 2, py - 2, px + 2, py + 2], fill=COLORS[0])
     if len(bins) > 1:
         draw.line([axes.px(a, b) for a, b in bins], fill=COLORS[1], width=2)
     for px, py in (axes.px(a, b) for a, b in bins):
         draw.rectangle([px - 3, py - 3, px + 3, py + 3], fill=COLORS[1])
-    axes.legend([("frames", COLORS[0]), ("bin means", COLORS[1]), ("y = x", (160, 160, 160))])
+    extra = [("y = x", (160, 160, 160))] if diagonal else [
+        (label, COLORS[(i + 2) % len(COLORS)]) for i, (_, label) in enumerate(hlines)]
+    axes.legend([("frames", COLORS[0]), ("bin means", COLORS[1]), *extra])
     return image

@@ -17,7 +17,7 @@ from ..layout import from_ids
 from ..model import AutoGaze
 from ..tasks import PaintReconstruction
 from .config import AlgorithmSection
-from .losses import EPS, grpo_advantages, grpo_loss, ntp_loss
+from .losses import EPS, grpo_advantages, grpo_loss, ntp_loss, soft_label_loss, soft_targets
 from .policy import packed_to_padded, score_rollout
 
 
@@ -61,8 +61,15 @@ def masked_sq_error(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
 
 # ---- NTP ---------------------------------------------------------------------------------------
 def ntp_step(model: AutoGaze, batch: dict, labels: dict, scoring: str = "official",
-             optimize_task_loss_prediction: bool = True):
+             optimize_task_loss_prediction: bool = True, soft_weight: float = 0.0,
+             soft_temperature: float = 0.2, hard_weight: float = 1.0):
     """NTP on oracle labels (spec §9.3).
+
+    With ``soft_weight`` > 0 (scoring "sampling", labels with "gains" (L,N)), adds the
+    cross-entropy of every slot's processed distribution with the oracle's soft target
+    (``losses.soft_targets``): which candidates were nearly as good as the pick, not just which
+    one won. ``hard_weight`` scales the NLL of the label ids (0 for labels that are the model's
+    own rollout, where only the soft targets and the head targets teach).
 
     batch["video"] (B,T,3,H,W); labels {ids (L,), frame_offsets (B·T+1,), losses (L,)}.
     scoring "official": the teacher-forced pass ``model.score`` (consecutive positions, raw
@@ -78,7 +85,8 @@ def ntp_step(model: AutoGaze, batch: dict, labels: dict, scoring: str = "officia
         scored = model.score(video, fields)
         logp, pred = scored["log_action_probs"], scored["task_loss_prediction"]
     elif scoring == "sampling":
-        scored = score_rollout(model, video, ids, offs, temperature=1.0, top_k=None)
+        scored = score_rollout(model, video, ids, offs, temperature=1.0, top_k=None,
+                               return_distribution=soft_weight > 0)
         logp = packed_to_padded(scored.log_probs, offs, b, t)
         pred = packed_to_padded(scored.task_loss_prediction, offs, b, t)
     else:
@@ -89,12 +97,46 @@ def ntp_step(model: AutoGaze, batch: dict, labels: dict, scoring: str = "officia
         tlp = masked_sq_error(pred.float(), target, ~pad)
     else:
         tlp = 0.0 * pred.float().mean(1)  # keeps the head in the graph (DDP)
-    loss = (nll + tlp).mean()
+    soft = torch.zeros_like(nll)
+    if soft_weight > 0:
+        if "gains" not in labels or scoring != "sampling":
+            raise ValueError("soft labels need labels['gains'] and scoring 'sampling'")
+        target = soft_targets(labels["gains"].to(video.device), soft_temperature,
+                              scored.log_dist.shape[1])
+        per_slot = soft_label_loss(scored.log_dist.float(), target)
+        soft = packed_to_padded(per_slot, offs, b, t).sum(1) / ((~pad).sum() / b + EPS)
+    loss = (hard_weight * nll + soft_weight * soft + tlp).mean()
     valid = (~pad).sum().clamp(min=1)
     metrics = {"loss": loss.item(), "ntp_loss": nll.mean().item(), "tlp_loss": tlp.mean().item(),
+               "soft_loss": soft.mean().item(),
                "label_logp": (logp.float() * ~pad).sum().item() / valid.item(),
                "tokens_per_frame": ids.numel() / (b * t)}
     return loss, metrics
+
+
+@torch.no_grad()
+def rollout_labels(model: AutoGaze, task: PaintReconstruction, batch: dict, ratios) -> dict:
+    """On-policy labels (DAgger with the greedy oracle as expert): the model's own greedy gaze of
+    every clip at its ratio, with the real loss after every prefix (head targets) and the
+    oracle's candidate gains at every state the gaze visits (soft targets).
+
+    batch: video (B,T,3,H,W), video_for_task (B,T,3,S,S); ratios: B floats."""
+    from ..tasks import candidate_gains
+    was_training = model.training
+    model.eval()
+    ids, counts = [], []
+    for b, ratio in enumerate(ratios):
+        out = model(batch["video"][b:b + 1], gazing_ratio=float(ratio))
+        ids.append(out["ids"])
+        counts.append(out["frame_offsets"].diff())
+    model.train(was_training)
+    ids, counts = torch.cat(ids), torch.cat(counts)
+    offsets = torch.nn.functional.pad(counts.cumsum(0), (1, 0))
+    video = batch["video_for_task"]
+    ids, offsets = ids.to(video.device), offsets.to(video.device)
+    return {"ids": ids, "frame_offsets": offsets,
+            "losses": task.prefix_losses(video, ids, offsets).float(),
+            "gains": candidate_gains(task, video, ids, offsets)}
 
 
 # ---- budgets, requirement, temperature (spec §9.5-9.6) --------------------------------------

@@ -24,6 +24,7 @@ class ModelSection:
 @dataclass
 class DataSection:
     paths: list = field(default_factory=list)  # video files or folders (mp4/avi/mkv)
+    val_paths: list = field(default_factory=list)  # videos used whole for validation only
     synthetic: int = 0  # number of synthetic clips added (autogaze_ext.video.synthetic_video)
     synthetic_frames: int = 32
     synthetic_size: int = 64
@@ -31,11 +32,19 @@ class DataSection:
     frame_stride: int = 1
     window_step: int = 0  # distance between training windows; 0 = clip_len // 2
     max_frames: int = 128  # frames decoded per video (decoded frames stay in memory)
-    split: str = "time"  # "time": last val_fraction of every video; "file": every k-th file
+    split: str = "time"  # "time": last val_fraction of every video; "file": every k-th file;
+    # "none": all of data.paths trains (validation from data.val_paths only)
     val_fraction: float = 0.2
     val_windows: int = 2  # validation windows per video
     batch_size: int = 2  # clips per rank and micro-step
     gaze_size: int = 0  # side of the square gaze view; 0 = the task's frame size
+    # fresh clips of autogaze_ext.synthetic.SyntheticVideos (camera motion over still images,
+    # objects, cuts, lighting, noise) mixed into training: this fraction of all training draws
+    synthetic_fraction: float = 0.0
+    synthetic_images: list = field(default_factory=list)  # still-image files or folders
+    synthetic_seed: int = 0
+    synthetic_max_side: int = 640  # frame sizes (FRAME_SIZES) with a longer side are not drawn
+    workers: int = 0  # 1: prepare batches (clips, labels) one step ahead in a worker process
 
 
 @dataclass
@@ -49,9 +58,18 @@ class AlgorithmSection:
     name: str = "ntp"  # "ntp" | "grpo"
     # NTP labels (greedy oracle on the Paint task)
     label_ratio: float = 0.1
+    label_ratios: list = field(default_factory=list)  # per clip, one drawn at random (else label_ratio)
     label_requirement: float | None = None
     label_k: int = 1
     label_cache: str = ""  # folder; "" = <run.out>/labels
+    # soft labels: cross-entropy with softmax(gain / (τ·best gain)) of the oracle's candidate
+    # gains at every pick (τ = soft_label_temperature), weighted soft_label_weight, beside the
+    # hard-label NTP loss (needs scoring = "sampling")
+    soft_label_weight: float = 0.0
+    soft_label_temperature: float = 0.2
+    # on-policy (DAgger) steps: this share of NTP steps labels the model's own greedy gaze with
+    # the oracle's gains at every visited state (soft loss + head targets, no hard-label NLL)
+    rollout_fraction: float = 0.0
     optimize_task_loss_prediction: bool = True
     # GRPO
     group_size: int = 12
@@ -69,6 +87,8 @@ class AlgorithmSection:
     requirement: float = 0.7
     requirement_min: float = 0.5
     requirement_max: float = 1.0
+    requirement_fraction: float = 1.0  # head calibration: share of rollouts given a requirement
+    train_params: str = "all"  # "all" | "head" (only the task-loss head is updated)
     scoring: str = "sampling"  # "sampling" (generation-consistent) | "official" (model.score)
 
 
@@ -96,6 +116,7 @@ class RunSection:
     save_interval: int = 50  # 0 = only at the end
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     bf16: bool = True  # bf16 autocast of the training passes (CUDA only)
+    bf16_cpu: bool = False  # bf16 autocast on the CPU too (AMX/AVX-512-BF16 CPUs: ~1.4x faster)
     resume: bool = False
     val_ratio: float = 0.0  # gazing ratio of validation; 0 = the algorithm's ratio
     val_requirement: float | None = None
@@ -114,14 +135,15 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def validate(self) -> "TrainConfig":
-        choices = {("task", "name"): ("paint", "mae"), ("algorithm", "name"): ("ntp", "grpo"),
+        choices = {("task", "name"): ("paint", "mae"), ("algorithm", "name"): ("ntp", "grpo", "head"),
                    ("algorithm", "ratio_strategy"): ("fixed", "uniform", "exponential"),
                    ("algorithm", "frame_strategy"): ("uniform", "dirichlet", "self"),
                    ("algorithm", "requirement_strategy"): ("none", "fixed", "uniform"),
                    ("algorithm", "scoring"): ("sampling", "official"),
+                   ("algorithm", "train_params"): ("all", "head"),
                    ("optim", "name"): ("adam", "sgd"),
                    ("optim", "schedule"): ("linear", "linear_w_warmup", "constant"),
-                   ("data", "split"): ("time", "file")}
+                   ("data", "split"): ("time", "file", "none")}
         for (section, key), allowed in choices.items():
             value = getattr(getattr(self, section), key)
             if value not in allowed:
@@ -132,8 +154,23 @@ class TrainConfig:
         for section, key in positive:
             if getattr(getattr(self, section), key) < 1:
                 raise ValueError(f"{section}.{key} must be >= 1")
-        if not self.data.paths and self.data.synthetic < 1:
-            raise ValueError("data: give data.paths (videos or folders) or data.synthetic > 0")
+        if not 0 <= self.data.synthetic_fraction <= 1:
+            raise ValueError("data.synthetic_fraction must be in [0, 1]")
+        if not self.data.paths and self.data.synthetic < 1 and self.data.synthetic_fraction < 1:
+            raise ValueError("data: give data.paths (videos or folders), data.synthetic > 0 or "
+                             "data.synthetic_fraction = 1")
+        if self.data.workers not in (0, 1):
+            raise ValueError("data.workers must be 0 or 1")
+        if self.algorithm.soft_label_weight < 0 or self.algorithm.soft_label_temperature <= 0:
+            raise ValueError("algorithm.soft_label_weight must be >= 0, soft_label_temperature > 0")
+        if not 0 <= self.algorithm.rollout_fraction <= 1:
+            raise ValueError("algorithm.rollout_fraction must be in [0, 1]")
+        if self.algorithm.rollout_fraction > 0 and self.algorithm.soft_label_weight <= 0:
+            raise ValueError("algorithm.rollout_fraction needs algorithm.soft_label_weight > 0")
+        if self.algorithm.soft_label_weight > 0 and self.algorithm.scoring != "sampling":
+            raise ValueError('algorithm.soft_label_weight needs algorithm.scoring = "sampling"')
+        if any(not 0 < float(r) <= 1 for r in self.algorithm.label_ratios):
+            raise ValueError("algorithm.label_ratios must all be in (0, 1]")
         if not 0 < self.algorithm.ratio <= 1 or not 0 < self.algorithm.label_ratio <= 1:
             raise ValueError("algorithm.ratio and algorithm.label_ratio must be in (0, 1]")
         if self.algorithm.temperature_start <= 0 or self.algorithm.temperature_end <= 0:

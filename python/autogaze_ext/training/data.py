@@ -79,8 +79,15 @@ class ClipDataset:
 
     def __init__(self, cfg: DataSection, processor: ProcessorConfig, task_size: int):
         self.cfg = cfg
+        self.processor, self.task_size = processor, task_size
         self.sources: list[Source] = []
-        for f in list_videos(cfg.paths):
+        files = list_videos(cfg.paths) if cfg.paths else []
+        val_files = list_videos(cfg.val_paths) if cfg.val_paths else []
+        overlap = {f.resolve() for f in files} & {f.resolve() for f in val_files}
+        if overlap:
+            raise ValueError(f"data.val_paths: {sorted(map(str, overlap))} are training videos too")
+        self.val_sources = set(range(len(files), len(files) + len(val_files)))
+        for f in files + val_files:
             frames = read_video(f, 0, cfg.max_frames)
             gaze, task = _views(frames, processor, cfg.gaze_size, task_size)
             self.sources.append(Source(f.name, gaze, task))
@@ -90,7 +97,7 @@ class ClipDataset:
             gaze, task = _views(frames, processor, cfg.gaze_size, task_size)
             self.sources.append(Source(f"synthetic_{i}", gaze, task))
         self.train, self.val = self._split()
-        if not self.train:
+        if not self.train and cfg.synthetic_fraction < 1:
             raise ValueError("data: no training window (videos too short for clip_len?)")
 
     def _split(self) -> tuple[list[Window], list[Window]]:
@@ -100,7 +107,11 @@ class ClipDataset:
         train, val = [], []
         for i, src in enumerate(self.sources):
             n = src.gaze.shape[0]
-            if cfg.split == "file":
+            if i in self.val_sources:  # data.val_paths: whole videos for validation only
+                segments = [(0, n, val)]
+            elif cfg.split == "none":
+                segments = [(0, n, train)]
+            elif cfg.split == "file":
                 every = max(1, round(1 / cfg.val_fraction)) if cfg.val_fraction > 0 else 0
                 is_val = every and len(self.sources) > 1 and i % every == every - 1
                 segments = [(0, n, val if is_val else train)]

@@ -35,6 +35,20 @@ def ntp_loss(log_action_probs: torch.Tensor, if_padded: torch.Tensor,
     return loss
 
 
+def soft_targets(gains: torch.Tensor, temperature: float, vocab: int) -> torch.Tensor:
+    """Oracle candidate gains (L,N) (−inf: not allowed) → target distributions (L,V): softmax of
+    gain / (temperature · best gain of the slot), zero beyond N (EOS) and where not allowed."""
+    gains = gains.float()
+    best = gains.amax(1, keepdim=True).clamp(min=1e-6)      # slots where nothing helps: near uniform over the best
+    target = torch.softmax(gains / (temperature * best), dim=1)
+    return torch.nn.functional.pad(target, (0, vocab - gains.shape[1]))
+
+
+def soft_label_loss(log_dist: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-slot cross-entropy (L,) −Σ_v target·log q (slots where q is −inf have target 0)."""
+    return -(target * log_dist.clamp(min=-1e4)).sum(1)
+
+
 def grpo_advantages(rewards: torch.Tensor, group_size: int, if_padded: torch.Tensor,
                     trajectory_ends: torch.Tensor, gamma: float = 0.995) -> torch.Tensor:
     """Per-slot advantages (B,S) of GRPO (spec §9.4 step 4).

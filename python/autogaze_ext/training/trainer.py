@@ -35,10 +35,12 @@ from ..config import AutoGazeConfig
 from ..model import AutoGaze
 from ..tasks import PaintReconstruction
 from .algorithms import (check_finite, grpo_loss_from_rollout, grpo_rollout, ntp_step,
-                         scheduled_temperature, task_outputs)
+                         rollout_labels, scheduled_temperature, task_outputs)
 from .config import TrainConfig
 from .data import ClipDataset, RankSampler
+from .head import head_loss, head_rollout
 from .labels import LabelStore
+from .stream import TrainStream, batches
 
 CHECKPOINT = "checkpoint_latest"
 
@@ -143,7 +145,10 @@ class LossModule(nn.Module):
         algo = self.cfg.algorithm
         if kind == "ntp":
             return ntp_step(self.model, payload["batch"], payload["labels"], algo.scoring,
-                            algo.optimize_task_loss_prediction)
+                            algo.optimize_task_loss_prediction, algo.soft_label_weight,
+                            algo.soft_label_temperature, payload.get("hard_weight", 1.0))
+        if kind == "head":
+            return head_loss(self.model, payload)
         return grpo_loss_from_rollout(self.model, payload, algo)
 
 
@@ -164,14 +169,23 @@ class Trainer:
         self.task = build_task(cfg, self.model, self.device)
         self.data = ClipDataset(cfg.data, self.model.processor,
                                 task_frame_size(self.task, self.model))
-        self.sampler = RankSampler(len(self.data.train), run.seed, self.rank, self.world)
+        # only its position (draws consumed) is used: the stream maps draws to clips
+        self.sampler = RankSampler(max(1, len(self.data.train)), run.seed, self.rank, self.world)
         self.labels = None
         if cfg.algorithm.name == "ntp":
             if not isinstance(self.task, PaintReconstruction):
                 raise ValueError("algorithm ntp: oracle labels need task.name = 'paint'")
             folder = cfg.algorithm.label_cache or self.out / "labels"
             self.labels = LabelStore(folder, self.task, cfg.algorithm.label_ratio,
-                                     cfg.algorithm.label_requirement, cfg.algorithm.label_k)
+                                     cfg.algorithm.label_requirement, cfg.algorithm.label_k,
+                                     soft=cfg.algorithm.soft_label_weight > 0)
+        self.stream = TrainStream(cfg, self.data, self.rank, self.world, self.labels)
+        self._batches = None  # the batch iterator, started at the sampler's position
+        if cfg.algorithm.train_params == "head":
+            head = self.model.gazing_model.gaze_decoder.task_loss_prediction_head
+            for p in self.model.parameters():
+                p.requires_grad_(False)
+            head.weight.requires_grad_(True)
         params = [p for p in self.model.parameters() if p.requires_grad]
         task_params = [p for p in getattr(self.task, "parameters", lambda: [])()
                        if p.requires_grad and getattr(self.task, "trainable", False)]
@@ -269,11 +283,17 @@ class Trainer:
     def _autocast(self):
         if self.device.type == "cuda" and self.cfg.run.bf16:
             return torch.autocast("cuda", dtype=torch.bfloat16)
+        if self.device.type == "cpu" and self.cfg.run.bf16_cpu:
+            return torch.autocast("cpu", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     def _next_batch(self) -> dict:
-        windows = [self.data.train[i] for i in self.sampler.next(self.cfg.data.batch_size)]
-        batch = self.data.batch(windows)
+        size = self.cfg.data.batch_size
+        if self._batches is None:
+            self._batches = batches(self.stream, self.sampler.position // size,
+                                    self.cfg.data.workers)
+        batch = next(self._batches)
+        self.sampler.position += size
         batch["video"] = batch["video"].to(self.device)
         batch["video_for_task"] = batch["video_for_task"].to(self.device)
         return batch
@@ -287,9 +307,20 @@ class Trainer:
             sync = self.ddp is None or micro == accum - 1
             with (contextlib.nullcontext() if sync else self.ddp.no_sync()):
                 if cfg.algorithm.name == "ntp":
-                    labels = self.labels.batch(batch["video_for_task"], batch["keys"])
+                    payload = {"batch": batch, "labels": batch["labels"]}
+                    rng = random.Random(cfg.run.seed * 1_000_003 + self.step * 64 + micro)
+                    on_policy = rng.random() < cfg.algorithm.rollout_fraction
+                    if on_policy:
+                        payload["labels"] = rollout_labels(self.model, self.task, batch, batch["ratios"])
+                        payload["hard_weight"] = 0.0
                     with self._autocast():
-                        loss, metrics = runner("ntp", {"batch": batch, "labels": labels})
+                        loss, metrics = runner("ntp", payload)
+                    metrics["on_policy"] = float(on_policy)
+                elif cfg.algorithm.name == "head":
+                    rng = random.Random(cfg.run.seed * 1_000_003 + self.step)
+                    rollout = head_rollout(self.model, self.task, batch, cfg.algorithm, rng)
+                    with self._autocast():
+                        loss, metrics = runner("head", rollout)
                 else:
                     rng = random.Random(cfg.run.seed * 1_000_003 + self.step)  # same on all ranks
                     tau = scheduled_temperature(cfg.algorithm, self.step, cfg.run.steps)
@@ -303,7 +334,7 @@ class Trainer:
                 totals[key] = totals.get(key, 0.0) + value / accum
         if cfg.optim.grad_clip > 0:
             totals["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(
-                self.model.parameters(), cfg.optim.grad_clip))
+                [p for p in self.model.parameters() if p.requires_grad], cfg.optim.grad_clip))
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -352,7 +383,7 @@ class Trainer:
                 if isinstance(value, (int, float)) and math.isfinite(value):
                     self.writer.add_scalar(key, value, self.step)
         shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items()
-                         if k in ("loss", "ntp_loss", "grpo_loss", "tlp_loss", "task_loss",
+                         if k in ("loss", "ntp_loss", "soft_loss", "grpo_loss", "tlp_loss", "task_loss",
                                   "val_task_loss", "val_tokens_per_frame", "lr", "temperature"))
         line = f"step {self.step}/{self.cfg.run.steps} {shown}"
         if sys.stdout.isatty() and not final:

@@ -1,0 +1,104 @@
+"""The training clips of one rank, in a fixed order: real windows mixed with fresh synthetic clips.
+
+Draw ``g`` of the run (``g = local_draw · world_size + rank``) is decided by a seeded hash of
+``g`` alone: with probability ``data.synthetic_fraction`` it is synthetic clip ``g`` of
+:class:`~autogaze_ext.synthetic.SyntheticVideos` (never seen before, so the stream never
+repeats), otherwise real window ``RankSampler`` position ``g`` (a seeded permutation per epoch).
+Its label budget is drawn from ``algorithm.label_ratios`` the same way. Every draw is therefore a
+pure function of ``g``: resuming needs only the number of draws consumed, and the clips of a
+batch can be prepared ahead in a worker process (``data.workers = 1``), labels included, while
+the trainer computes the previous step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from ..synthetic import FRAME_SIZES, SyntheticVideos
+from .config import TrainConfig
+from .data import ClipDataset, RankSampler, _views
+
+
+class TrainStream:
+    """Batches of one rank: ``batch(position)`` is the ``position``-th batch (pure)."""
+
+    def __init__(self, cfg: TrainConfig, data: ClipDataset, rank: int = 0, world: int = 1,
+                 labels=None):
+        self.cfg, self.data, self.rank, self.world = cfg, data, rank, world
+        self.labels = labels  # a LabelStore (NTP) or None
+        d = cfg.data
+        self.fraction = float(d.synthetic_fraction) if d.synthetic_fraction > 0 else 0.0
+        if not data.train and self.fraction < 1:
+            raise ValueError("data: no real training window and data.synthetic_fraction < 1")
+        self.windows = RankSampler(max(1, len(data.train)), cfg.run.seed)
+        self.synthetic = None
+        if self.fraction > 0:
+            sizes = [s for s in FRAME_SIZES if max(s) <= d.synthetic_max_side] or [(224, 224)]
+            self.synthetic = SyntheticVideos(d.synthetic_images, frames=d.clip_len,
+                                             seed=d.synthetic_seed, sizes=sizes)
+        self.ratios = [float(r) for r in cfg.algorithm.label_ratios] or [cfg.algorithm.label_ratio]
+
+    def draw(self, g: int) -> tuple[str, int, float]:
+        """("synthetic", clip index, label ratio) or ("real", train window index, label ratio)."""
+        rng = np.random.default_rng([self.cfg.run.seed, int(g), 0xD8A])
+        synthetic = rng.random() < self.fraction
+        ratio = self.ratios[int(rng.integers(len(self.ratios)))]
+        if synthetic:
+            return "synthetic", int(g), ratio
+        return "real", self.windows._global(int(g)), ratio
+
+    def clip(self, g: int) -> tuple[dict, float]:
+        kind, index, ratio = self.draw(g)
+        if kind == "real":
+            return self.data.clip(self.data.train[index]), ratio
+        frames = self.synthetic.clip(index)
+        gaze, task = _views(frames, self.data.processor, self.cfg.data.gaze_size, self.data.task_size)
+        return {"video": gaze, "video_for_task": task,
+                "key": f"synthetic:{self.cfg.data.synthetic_seed}:{index}"}, ratio
+
+    def batch(self, position: int) -> dict:
+        """Batch number ``position`` of this rank: video (B,T,3,Hg,Wg), video_for_task
+        (B,T,3,Ht,Wt), keys, ratios, and "labels" when a LabelStore is attached."""
+        size = self.cfg.data.batch_size
+        draws = [(position * size + i) * self.world + self.rank for i in range(size)]
+        clips, ratios = zip(*(self.clip(g) for g in draws))
+        out = {"video": torch.stack([c["video"] for c in clips]),
+               "video_for_task": torch.stack([c["video_for_task"] for c in clips]),
+               "keys": [c["key"] for c in clips], "ratios": list(ratios)}
+        if self.labels is not None:
+            # fresh synthetic clips never come back: their labels are not cached
+            cache = [not key.startswith("synthetic:") for key in out["keys"]]
+            out["labels"] = self.labels.batch(out["video_for_task"], out["keys"], out["ratios"], cache)
+        return out
+
+
+class _Prefetch(torch.utils.data.IterableDataset):
+    def __init__(self, stream: TrainStream, start: int):
+        self.stream, self.start = stream, start
+
+    def __iter__(self) -> Iterator[dict]:
+        position = self.start
+        while True:
+            yield self.stream.batch(position)
+            position += 1
+
+
+def _one_thread(_worker_id: int) -> None:
+    torch.set_num_threads(1)
+
+
+def batches(stream: TrainStream, start: int, workers: int) -> Iterator[dict]:
+    """Batches ``start, start+1, …``; prepared in a worker process when ``workers`` > 0 (two
+    batches ahead), inline otherwise. The order and content are the same either way."""
+    if workers <= 0:
+        position = start
+        while True:
+            yield stream.batch(position)
+            position += 1
+    loader = torch.utils.data.DataLoader(_Prefetch(stream, start), batch_size=None,
+                                         num_workers=1, prefetch_factor=2,
+                                         worker_init_fn=_one_thread, persistent_workers=False)
+    yield from loader
