@@ -125,7 +125,9 @@ def select_step(logits, loss_pred, requirement, uniforms, used, n, finished, don
     """One gaze selection step, updating the frame state in place; returns the ids to feed (B,K).
 
     Same arguments and semantics as ``autogaze_ext.reference.select_step`` (see there). The state
-    tensors (used, n, finished, done, tokens, leftover_ids, leftover_len) must be contiguous.
+    tensors (used, n, finished, done, tokens, leftover_ids, leftover_len) must be contiguous, and
+    ``n`` non-negative (checked for CPU tensors; on CUDA, without a host sync, a negative count
+    writes its slots into column 0 rather than out of bounds).
     """
     return torch.ops.autogaze_ext.select_step(logits, loss_pred, requirement, uniforms, used, n,
                                               finished, done, tokens, leftover_ids, leftover_len,
