@@ -329,9 +329,11 @@ PYBIND11_MODULE(_C, m) {
         info["cuda_archs"] = split_words(AUTOGAZE_CUDA_ARCHS);
         info["torch_version"] = AUTOGAZE_TORCH_VERSION;
         info["cxx_compiler"] = AUTOGAZE_CXX_COMPILER;
+        info["sanitizers"] = AUTOGAZE_SANITIZERS;  // "" unless built with AUTOGAZE_SANITIZE=ON
         return info;
       },
-      "How this extension was built: version, cuda, cuda_version, cuda_archs, torch_version, cxx_compiler.");
+      "How this extension was built: version, cuda, cuda_version, cuda_archs, torch_version, cxx_compiler, "
+      "sanitizers.");
 }
 
 // ---- varlen_attention (csrc/attention) ----------------------------------------------------------

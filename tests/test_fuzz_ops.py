@@ -1,15 +1,18 @@
 """Every native op against the reference on seeded random cases (``fuzz_cases.py``): a quick
 sweep in every run, and 1,000 cases per op in the ``slow`` run (``pytest -m slow --run-slow``,
-which CI runs). A failure names the op, seed and variant; ``run_case(op, seed)`` replays it."""
+which CI runs; ``AUTOGAZE_FUZZ_CASES`` changes the count, e.g. under the ASan build). A failure
+names the op, seed and variant; ``fuzz_cases.run_case(op, seed)`` replays it."""
 
 from __future__ import annotations
+
+import os
 
 import pytest
 
 from fuzz_cases import OPS, VARIANTS, run_case
 
 QUICK_CASES = 30
-FULL_CASES = 1000
+FULL_CASES = int(os.environ.get("AUTOGAZE_FUZZ_CASES", "1000"))
 
 
 def _sweep(op: str, seeds) -> None:

@@ -28,7 +28,7 @@ _MAX_SCALES = 16  # patches::kMaxScales
 
 def build_info() -> dict[str, Any]:
     """How the extension was built (version, cuda, cuda_version, cuda_archs, torch_version,
-    cxx_compiler), plus torch_runtime_version, the torch imported now."""
+    cxx_compiler, sanitizers), plus torch_runtime_version, the torch imported now."""
     info = dict(_C.build_info())
     info["torch_runtime_version"] = torch.__version__
     return info
