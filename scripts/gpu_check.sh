@@ -78,12 +78,14 @@ if torch.cuda.is_available():
     info.update(gpu=p.name, gpu_memory_gib=round(p.total_memory / 2**30, 1), sm=f"{p.major}.{p.minor}",
                 multiprocessors=p.multi_processor_count)
 json.dump(info, open(sys.argv[1], "w"), indent=1)
-print(json.dumps(info))'
+print(json.dumps(info))
+if sys.argv[2] == "cuda" and not info["cuda_available"]:
+    sys.exit("torch sees no CUDA device")'
 if (( dry )); then
-  stage env 30 "$python" -c "$env_probe" "$logs/env.json"
+  stage env 30 "$python" -c "$env_probe" "$logs/env.json" cpu
 else
   stage env 30 bash -c 'nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader;
-    nvcc --version | tail -n 2; "$0" -c "$1" "$2"' "$python" "$env_probe" "$logs/env.json"
+    nvcc --version | tail -n 2; "$0" -c "$1" "$2" cuda' "$python" "$env_probe" "$logs/env.json"
 fi
 
 # ---- build ---------------------------------------------------------------------------------
@@ -105,9 +107,12 @@ fi
 
 # ---- CUDA tests ----------------------------------------------------------------------------
 # -m cuda on the files that have CUDA tests (none of them needs PyAV); skipped on the CPU.
+# On the GPU a run without a visible device fails instead of skipping everything.
 mapfile -t cuda_tests < <(grep -l "mark.cuda" tests/test_*.py)
-stage tests_cuda 80 "$python" -m pytest -q -p no:cacheprovider -m cuda -rfEs \
-  --junitxml="$logs/tests_cuda.xml" "${cuda_tests[@]}"
+need_cuda='import sys, torch; sys.exit(0 if torch.cuda.is_available() else "torch sees no CUDA device")'
+if (( dry )); then need_cuda='pass'; fi
+stage tests_cuda 80 bash -c '"$0" -c "$1" && "$0" -m pytest -q -p no:cacheprovider -m cuda -rfEs \
+  --junitxml="$2" "${@:3}"' "$python" "$need_cuda" "$logs/tests_cuda.xml" "${cuda_tests[@]}"
 
 # ---- benchmark -----------------------------------------------------------------------------
 if (( dry )); then

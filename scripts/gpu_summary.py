@@ -33,7 +33,7 @@ def _tail(path: Path, lines: int = TAIL_LINES) -> list[str]:
 
 def _status(rc: str, limit: str) -> str:
     if rc == "skipped":
-        return "skipped (no time left in the 8-minute budget)"
+        return "skipped (no time left in the time budget)"
     if rc == "0":
         return "ok"
     if rc in ("124", "137"):
