@@ -35,6 +35,8 @@ if(AUTOGAZE_TORCH_CUDA AND CMAKE_CUDA_COMPILER)
   set(CMAKE_CUDA_STANDARD 20)
   set(CMAKE_CUDA_STANDARD_REQUIRED ON)
   enable_language(CUDA)
+  include(${CMAKE_CURRENT_LIST_DIR}/cuda_version.cmake)
+  autogaze_check_cuda_major("${CMAKE_CUDA_COMPILER_VERSION}" "${AUTOGAZE_TORCH_CUDA}")
   # torch's config runs the legacy FindCUDA, which guesses the toolkit from nvcc's folder (wrong for
   # a wrapper script like /usr/local/bin/nvcc): point it at the toolkit the CUDA language found.
   if(NOT DEFINED CUDA_TOOLKIT_ROOT_DIR)

@@ -130,6 +130,11 @@ at::Tensor select_step_cpu(const at::Tensor& logits, const at::Tensor& loss_pred
   const SelectCall call = prepare_select_step(logits, loss_pred, requirement, uniforms, used, n, finished,
                                               done, tokens, leftover_ids, leftover_len, budget, first,
                                               coupled, temperature, top_k);
+  // n indexes the token rows: a negative count would write before them (values checked on the
+  // CPU only; the kernels also clamp the slot, so CUDA never writes out of bounds).
+  const int64_t* count = call.params.n;
+  for (int64_t b = 0; b < call.params.batch; ++b)
+    TORCH_CHECK_VALUE(count[b] >= 0, "select_step: n[", b, "] = ", count[b], " must be >= 0 (slots filled)");
   select::select_cpu(call.params);
   return call.fed;
 }
@@ -324,9 +329,11 @@ PYBIND11_MODULE(_C, m) {
         info["cuda_archs"] = split_words(AUTOGAZE_CUDA_ARCHS);
         info["torch_version"] = AUTOGAZE_TORCH_VERSION;
         info["cxx_compiler"] = AUTOGAZE_CXX_COMPILER;
+        info["sanitizers"] = AUTOGAZE_SANITIZERS;  // "" unless built with AUTOGAZE_SANITIZE=ON
         return info;
       },
-      "How this extension was built: version, cuda, cuda_version, cuda_archs, torch_version, cxx_compiler.");
+      "How this extension was built: version, cuda, cuda_version, cuda_archs, torch_version, cxx_compiler, "
+      "sanitizers.");
 }
 
 // ---- varlen_attention (csrc/attention) ----------------------------------------------------------

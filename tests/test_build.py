@@ -16,6 +16,7 @@ def test_build_info_fields():
     assert info["torch_version"] == torch.__version__  # built against the torch it runs with
     assert info["torch_runtime_version"] == torch.__version__
     assert info["cxx_compiler"]
+    assert info["sanitizers"] in ("", "address,undefined")  # AUTOGAZE_SANITIZE=ON builds only
 
 
 def test_build_info_of_native_module_matches():

@@ -115,3 +115,15 @@ def test_select_step_opcheck():
     args = (state["logits"], state["loss_pred"], state["requirement"], None,
             *(state[name] for name in STATE), 6, True, False, 1.0, 50)
     torch.library.opcheck(torch.ops.autogaze_ext.select_step.default, args)
+
+
+def test_negative_slot_count_is_rejected_not_written_out_of_bounds():
+    """Regression (found by tests/test_fuzz_ops.py): a negative n made the CPU kernel write before
+    the token rows (heap corruption, a crash). The reference raises too (negative scatter index)."""
+    state = random_state(3, 4, 10, 6, 0, coupled=False)
+    state["n"][1] = -2
+    state["done"].zero_()
+    with pytest.raises(ValueError, match=r"select_step: n\[1\] = -2 must be >= 0"):
+        run(ops.select_step, state, 6, True, False, False, False, 1.0)
+    with pytest.raises(RuntimeError):
+        run(reference.select_step, state, 6, True, False, False, False, 1.0)

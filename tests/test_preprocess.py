@@ -147,7 +147,7 @@ def test_numpy_torch_and_noncontiguous_inputs_agree():
     assert torch.equal(preprocess(torch.from_numpy(frames).flip(0)).flip(0), expected)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.cuda
 def test_cuda_input_returns_on_device():
     frames = random_frames((2, 64, 64, 3))
     out = preprocess(torch.from_numpy(frames).cuda())

@@ -236,3 +236,54 @@ def test_native_attention_backend_matches(model, video, official_gaze):
     nat = model(video, official_gaze, backend="native")
     torch.testing.assert_close(nat["features"], ref["features"], atol=1e-4, rtol=0)
     torch.testing.assert_close(nat["pooler_output"], ref["pooler_output"], atol=1e-4, rtol=0)
+
+
+def _forbid_native_ops(monkeypatch):
+    from autogaze_ext import ops
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the reference backend reached the native extension")
+
+    for name in ("gather_patches", "multiscale_patches", "varlen_attention"):
+        monkeypatch.setattr(ops, name, forbidden)
+
+
+@pytest.mark.parametrize("official_pooling", [False, True])
+def test_reference_backend_never_reaches_native_ops(monkeypatch, model, video, official_gaze,
+                                                     official_pooling):
+    """backend='reference' is plain PyTorch (as for the gaze model), and gives what the native
+    gather gives."""
+    gaze = _first_frames(official_gaze, 3)
+    with torch.no_grad():
+        native = model(video[:, :3], gaze, official_pooling=official_pooling, backend="native")
+        _forbid_native_ops(monkeypatch)
+        ref = model(video[:, :3], gaze, official_pooling=official_pooling, backend="reference")
+        with pytest.raises(AssertionError, match="native extension"):
+            model(video[:, :3], gaze, official_pooling=official_pooling, backend="native")
+    torch.testing.assert_close(ref.features, native.features, atol=1e-5, rtol=0)
+    torch.testing.assert_close(ref.pooler_output, native.pooler_output, atol=1e-5, rtol=0)
+
+
+def test_auto_backend_gathers_natively_on_cpu(monkeypatch, model, video, official_gaze):
+    _forbid_native_ops(monkeypatch)
+    with pytest.raises(AssertionError, match="native extension"):
+        model(video[:, :2], _first_frames(official_gaze, 2))
+
+
+def test_reference_gather_keeps_the_video_dtype(video, official_gaze):
+    model = SparseSiglipVisionModel.from_pretrained(SIGLIP, dtype=torch.bfloat16)
+    gaze = _first_frames(official_gaze, 2)
+    with torch.no_grad():
+        ref = model(video[:, :2].bfloat16(), gaze, backend="reference")
+        nat = model(video[:, :2].bfloat16(), gaze, backend="native")
+    assert ref.features.dtype == torch.bfloat16
+    torch.testing.assert_close(ref.features.float(), nat.features.float(), atol=0.05, rtol=0.02)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("backend", ["auto", "reference", "native"])
+def test_cuda_backends_match_cpu(model, video, official_gaze, run_free, backend):
+    gpu = SparseSiglipVisionModel.from_pretrained(SIGLIP, device="cuda")
+    with torch.no_grad():
+        out = gpu(video.cuda(), {k: v.cuda() for k, v in official_gaze.items()}, backend=backend)
+    torch.testing.assert_close(out.features.cpu(), run_free.features, atol=1e-4, rtol=0)

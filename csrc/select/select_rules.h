@@ -119,7 +119,10 @@ AUTOGAZE_HOST_DEVICE inline void commit(const Params& p, int64_t b, int64_t coun
   if (!p.done[b]) {
     for (int j = 0; j < p.k; ++j) {
       if (!p.selected[b * p.k + j]) continue;
-      const int64_t slot = p.n[b] + j < p.token_width - 1 ? p.n[b] + j : p.token_width - 1;
+      // clamped into the row: the official slot rule at the end, and never before the row for
+      // a (malformed) negative count, which the CPU binding rejects and CUDA cannot check
+      int64_t slot = p.n[b] + j < p.token_width - 1 ? p.n[b] + j : p.token_width - 1;
+      slot = slot < 0 ? 0 : slot;
       p.tokens[b * p.token_width + slot] = ids[j];
       p.used[b * p.vocab + ids[j]] = 1;
     }

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 
 from .config import AutoGazeConfig
-from .generation import BACKENDS, Sampling
+from .generation import BACKENDS, Sampling, uniform_draws
 
 
 def check_sampling(do_sample, temperature, generator, backend="auto") -> Sampling:
@@ -61,8 +61,13 @@ def requirement_tensor(value, batch: int, frames: int, device) -> torch.Tensor:
     return torch.full((batch, frames), float(value), dtype=torch.float32, device=device)
 
 
+def _draw(generator) -> float:
+    """One U[0,1) draw from ``generator`` (on its own device, CPU or CUDA) or the global RNG."""
+    return uniform_draws((), "cpu", generator).item()
+
+
 def _uniform(low: float, high: float, generator) -> float:
-    return low + (high - low) * torch.rand((), generator=generator).item()
+    return low + (high - low) * _draw(generator)
 
 
 def _config_ratio(config: AutoGazeConfig, generator) -> float:
@@ -77,7 +82,7 @@ def _config_ratio(config: AutoGazeConfig, generator) -> float:
         low, high, lam = (cfg["exponential"][k] for k in ("gazing_ratio_min", "gazing_ratio_max",
                                                           "lambda"))
         while True:
-            u = torch.rand((), generator=generator).item()
+            u = _draw(generator)
             value = -math.log(1 - u) / lam
             if low <= value <= high:
                 return value

@@ -181,9 +181,15 @@ class GazeDecoder(nn.Module):
 
     def _apply(self, fn, *args, **kwargs):
         # .to(dtype) must not round the RoPE frequencies: keep them float32 on the new device.
+        # When the device is unchanged the buffer itself is kept (same storage): a captured CUDA
+        # graph reads it by address, and a re-created buffer would leave it reading freed memory.
+        inv_freq = self.inv_freq
         super()._apply(fn, *args, **kwargs)
-        self.inv_freq = rope_inv_freq(self.cfg.head_dim, self.cfg.rope_theta,
-                                      self.cfg.rope_scaling).to(self.lm_head.weight.device)
+        device = self.lm_head.weight.device
+        if inv_freq.device != device:
+            inv_freq = rope_inv_freq(self.cfg.head_dim, self.cfg.rope_theta,
+                                     self.cfg.rope_scaling).to(device)
+        self.inv_freq = inv_freq
         return self
 
     def new_cache(self, batch: int, capacity: int) -> KVCache:

@@ -52,6 +52,16 @@ class DecodeState:
 BACKENDS = ("auto", "reference", "native")
 
 
+def uniform_draws(shape, device, generator: torch.Generator | None = None) -> torch.Tensor:
+    """U[0,1) float32 draws of ``shape`` on ``device``.
+
+    torch only draws with a generator on the generator's own device (a CPU generator cannot fill
+    a CUDA tensor, nor the reverse), so the draws are taken there and moved: the same generator
+    gives the same draws for a model on any device."""
+    source = torch.device(device) if generator is None else generator.device
+    return torch.rand(shape, device=source, generator=generator).to(device)
+
+
 class ReferenceStep:
     """A decode call in plain PyTorch: ``decoder.forward`` then the heads of the last token."""
 
@@ -174,7 +184,7 @@ def gaze_frame(decoder: GazeDecoder, state: DecodeState, vision: torch.Tensor, b
     for step in range(steps):
         uniforms = None
         if sampling.do_sample:
-            uniforms = torch.rand(batch, k, device=device, generator=sampling.generator)
+            uniforms = uniform_draws((batch, k), device, sampling.generator)
         fed = select(logits, loss_pred, requirement, uniforms, used, n, finished, done, tokens,
                      state.leftover_ids, state.leftover_len, budget, step == 0, coupled,
                      sampling.temperature, TOP_K)

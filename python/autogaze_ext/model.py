@@ -223,16 +223,26 @@ class AutoGaze(nn.Module):
         """``generate_frames`` through a cached whole-clip CUDA graph (greedy only)."""
         frame_budgets, requirement = self._budgets(video, gazing_ratio, task_loss_requirement,
                                                    sampling)
-        # the parameters' addresses too: a graph reads the weights it was captured with
         key = (tuple(video.shape), video.dtype, video.device, tuple(frame_budgets),
-               requirement is not None, coupled, sampling.backend,
-               tuple(p.data_ptr() for p in self.parameters()))
+               requirement is not None, coupled, sampling.backend)
 
         def program(clip, req):
             return self._run_frames(clip, frame_budgets, req, sampling, coupled)
 
-        tokens, counts = self.cuda_graphs.run(key, program, video, requirement)
+        tokens, counts = self.cuda_graphs.run(key, program, video, requirement,
+                                              self.graph_tensors())
         return tokens, counts, requirement
+
+    def graph_tensors(self) -> list[torch.Tensor]:
+        """Every tensor a captured clip reads by address: the parameters and the buffers (such
+        as the decoder's RoPE ``inv_freq``). CUDA graphs are keyed by their addresses."""
+        return [*self.parameters(), *self.buffers()]
+
+    def _apply(self, fn, *args, **kwargs):
+        super()._apply(fn, *args, **kwargs)
+        # graphs of weights that .to() moved or cast point at freed memory: never replay them
+        self.cuda_graphs.keep_only(self.graph_tensors())
+        return self
 
     def _run_frames(self, video, frame_budgets, requirement, sampling: Sampling, coupled: bool):
         """The clip program: embed, then every frame's generation; no host reads on CUDA."""

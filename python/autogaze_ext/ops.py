@@ -28,7 +28,7 @@ _MAX_SCALES = 16  # patches::kMaxScales
 
 def build_info() -> dict[str, Any]:
     """How the extension was built (version, cuda, cuda_version, cuda_archs, torch_version,
-    cxx_compiler), plus torch_runtime_version, the torch imported now."""
+    cxx_compiler, sanitizers), plus torch_runtime_version, the torch imported now."""
     info = dict(_C.build_info())
     info["torch_runtime_version"] = torch.__version__
     return info
@@ -125,7 +125,9 @@ def select_step(logits, loss_pred, requirement, uniforms, used, n, finished, don
     """One gaze selection step, updating the frame state in place; returns the ids to feed (B,K).
 
     Same arguments and semantics as ``autogaze_ext.reference.select_step`` (see there). The state
-    tensors (used, n, finished, done, tokens, leftover_ids, leftover_len) must be contiguous.
+    tensors (used, n, finished, done, tokens, leftover_ids, leftover_len) must be contiguous, and
+    ``n`` non-negative (checked for CPU tensors; on CUDA, without a host sync, a negative count
+    writes its slots into column 0 rather than out of bounds).
     """
     return torch.ops.autogaze_ext.select_step(logits, loss_pred, requirement, uniforms, used, n,
                                               finished, done, tokens, leftover_ids, leftover_len,

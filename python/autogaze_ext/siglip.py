@@ -2,8 +2,9 @@
 
 Loads HF SigLIP/SigLIP2 fixed-resolution vision checkpoints unchanged (same parameter names as
 transformers' ``SiglipVisionModel``). The forward gathers the gazed patches of every scale
-directly (``ops.gather_patches``), adds the per-scale position embeddings, and runs the encoder
-over the packed tokens with frame-aware varlen attention: no padding work, no dense batch mask.
+directly (``ops.gather_patches``, or ``reference.gather_patches`` on the reference backend), adds
+the per-scale position embeddings, and runs the encoder over the packed tokens with frame-aware
+varlen attention: no padding work, no dense batch mask.
 ``official_pooling=True`` additionally reproduces the official padded run (padded slots are
 dummy tokens that the pooling head attends to), so its ``pooler_output`` matches the official.
 """
@@ -21,9 +22,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import ops
+from . import reference
 from .checkpoint import load_matching, load_safetensors
 from .config import parse_scales
+from .generation import native_ops
 from .layout import AttrDict, unpad
 from .varlen import Packed, pack, varlen_attention
 
@@ -406,8 +408,11 @@ class SparseSiglipVisionModel(nn.Module):
                 backend: str = "auto") -> SiglipOutput:
         """Encode the gazed patches.
 
-        ``backend`` of the packed attention (``varlen.varlen_attention``): ``auto``/``reference``
-        (per-clip SDPA) or ``native`` (the ``ops.varlen_attention`` kernel).
+        ``backend``, as for the gaze model: ``reference`` runs plain PyTorch only (patches from
+        ``reference.gather_patches``, per-clip SDPA; never the native extension); ``native`` the
+        native ops (``ops.gather_patches``, ``ops.varlen_attention``); ``auto`` (default) gathers
+        with the native op on the CPU and with the reference on CUDA (until the CUDA kernels are
+        verified on a GPU), and attends with per-clip SDPA.
 
         Returns ``features`` (L, D) (real tokens, clip-major, generation order), ``cu_seqlens``
         (B+1,), ``frame_offsets``, ``packed`` (per-token indices), ``pooler_output`` (B, D) (None
@@ -425,16 +430,17 @@ class SparseSiglipVisionModel(nn.Module):
         for layer in self.vision_model.encoder.layers:
             layer.self_attn.backend = backend
         video = self._check_video(video)
+        gather = self._gather_op(backend, video.device)
         batch, frames = video.shape[:2]
         ids, offsets, pad, counts_t = self._gaze_fields(gaze, batch, frames, video.device)
         packed = pack(ids, offsets, batch, frames, self.per_scale)
         vm = self.vision_model
         with exact_float32(self.dtype == torch.float32):
             table = vm.embeddings.position_table(self.dtype)
-            patches = ops.gather_patches(video, ids, offsets, self.scales, self.config.patch_size)
+            patches = gather(video, ids, offsets, self.scales, self.config.patch_size)
             x = vm.embeddings.embed_patches(patches) + table[ids]
             if official_pooling:
-                dense = self._official_embeddings(video, x, pad, table)
+                dense = self._official_embeddings(video, x, pad, table, gather)
                 mask = self._official_mask(pad, counts_t)
                 dense = vm.post_layernorm(vm.encoder(dense, mask=mask))
                 hidden = dense
@@ -448,12 +454,26 @@ class SparseSiglipVisionModel(nn.Module):
                             packed=packed, pooler_output=pooled, last_hidden_state=hidden,
                             if_padded_gazing=pad)
 
-    def _official_embeddings(self, video, x, pad, table):
+    @staticmethod
+    def _gather_op(backend: str, device: torch.device):
+        """``ops.gather_patches`` where ``backend`` takes the native ops on ``device``, else the
+        reference (computed in float32 like the native op, then cast to the video's dtype)."""
+        ops = native_ops(backend, device)
+        if ops is not None:
+            return ops.gather_patches
+
+        def gather(video, ids, offsets, scales, patch_size):
+            return reference.gather_patches(video.float(), ids, offsets, scales,
+                                            patch_size).to(video.dtype)
+
+        return gather
+
+    def _official_embeddings(self, video, x, pad, table, gather):
         """(B, S, D): real slots from ``x`` in order, padded slots = frame 0's id 0 of the clip."""
         batch = video.shape[0]
         zero_ids = torch.zeros(batch, dtype=torch.long, device=video.device)
-        first = ops.gather_patches(video[:, :1], zero_ids, torch.arange(batch + 1, device=video.device),
-                                   self.scales, self.config.patch_size)
+        first = gather(video[:, :1], zero_ids, torch.arange(batch + 1, device=video.device),
+                       self.scales, self.config.patch_size)
         dummy = self.vision_model.embeddings.embed_patches(first) + table[0]  # (B, D)
         dense = dummy[:, None, :].expand(batch, pad.shape[1], -1).clone()
         return dense.masked_scatter((~pad)[..., None], x)
