@@ -96,7 +96,7 @@ def _check_target(model: AutoGaze, target_scales,
 def gaze(frames, model: AutoGaze | str | os.PathLike | None = None, gazing_ratio=None, task_loss_requirement=None, mode="resize",
          device=None, clip_len=None, batch_size=16, official_batching=False, do_sample=False,
          temperature=1.0, generator=None, backend="auto", target_scales=None,
-         target_patch_size=None) -> GazeOutput:
+         target_patch_size=None, candidates=None) -> GazeOutput:
     """Gaze a whole video in one call.
 
     model: an :class:`AutoGaze`, a checkpoint folder or hub id, or None for the bundled default
@@ -116,6 +116,8 @@ def gaze(frames, model: AutoGaze | str | os.PathLike | None = None, gazing_ratio
     resized to the largest target scale, every clip is gazed as ``model(clip, target_scales=…,
     target_patch_size=…)`` would, and the per-scale grids become ``target // patch`` cells a side
     (ids sorted within a frame; generation order is lost, as officially).
+    candidates: None or a (N,) bool tensor of the model's candidate ids the decoder may pick
+    (e.g. only the finest scale); see ``AutoGaze.forward``.
     device: run there (the model is moved to it). Returns a ``GazeOutput`` with batch size 1.
     """
     model = resolve_model(model)
@@ -138,7 +140,8 @@ def gaze(frames, model: AutoGaze | str | os.PathLike | None = None, gazing_ratio
                          "already gazes at full resolution)")
     if device is not None:
         model.to(device)
-    sampling = budgets.check_sampling(do_sample, temperature, generator, backend)
+    sampling = budgets.check_sampling(do_sample, temperature, generator, backend, candidates,
+                                      model.num_tokens)
     total = frames.shape[0]
     size = model.config.vision.input_img_size
     rows = cols = 1

@@ -11,14 +11,26 @@ from .config import AutoGazeConfig
 from .generation import BACKENDS, Sampling, uniform_draws
 
 
-def check_sampling(do_sample, temperature, generator, backend="auto") -> Sampling:
+def check_sampling(do_sample, temperature, generator, backend="auto", candidates=None,
+                   num_tokens=None) -> Sampling:
+    """Validated sampling settings. candidates: None or a (num_tokens,) bool tensor of the ids
+    the decoder may pick (at least one True)."""
     if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature <= 0:
         raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    return Sampling(bool(do_sample), float(temperature), generator, backend)
+    if candidates is not None:
+        if not isinstance(candidates, torch.Tensor) or candidates.dtype != torch.bool:
+            raise TypeError(f"candidates must be a bool tensor ({num_tokens},), got "
+                            f"{getattr(candidates, 'dtype', type(candidates).__name__)}")
+        if candidates.dim() != 1 or (num_tokens is not None and candidates.shape[0] != num_tokens):
+            raise ValueError(f"candidates must have shape ({num_tokens},) (one flag per candidate "
+                             f"id), got {tuple(candidates.shape)}")
+        if not bool(candidates.any()):
+            raise ValueError("candidates allows no id")
+    return Sampling(bool(do_sample), float(temperature), generator, backend, candidates)
 
 
 def _check_ratio(value) -> float:

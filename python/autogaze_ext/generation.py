@@ -37,6 +37,9 @@ class Sampling:
     temperature: float = 1.0
     generator: torch.Generator | None = None
     backend: str = "auto"
+    # (N,) bool over the N candidate ids (EOS excluded): the ids a frame may pick; None = all.
+    # Banned ids start a frame as already used, so budgets beyond the allowed count stop there.
+    candidates: torch.Tensor | None = None
 
 
 @dataclass
@@ -176,6 +179,8 @@ def gaze_frame(decoder: GazeDecoder, state: DecodeState, vision: torch.Tensor, b
     tokens = torch.full((batch, budget + k), eos, dtype=torch.long, device=device)
     n = torch.zeros(batch, dtype=torch.long, device=device)
     used = torch.zeros(batch, vocab, dtype=torch.bool, device=device)
+    if sampling.candidates is not None:
+        used[:, : vocab - 1] = ~sampling.candidates.to(device)
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
     done = torch.zeros(batch, dtype=torch.bool, device=device)
     decode_start = state.cache.length

@@ -166,7 +166,8 @@ class AutoGaze(nn.Module):
     @torch.no_grad()
     def forward(self, video, gazing_ratio=None, task_loss_requirement=None, target_scales=None,
                 target_patch_size=None, do_sample=False, temperature=1.0, generator=None,
-                official_batching=False, backend="auto", cuda_graph=False) -> GazeOutput:
+                official_batching=False, backend="auto", cuda_graph=False,
+                candidates=None) -> GazeOutput:
         """Gaze a preprocessed video.
 
         video: (B,T,3,H,W) float (or ``{"video": video}``). gazing_ratio: float in (0,1] or a
@@ -175,13 +176,16 @@ class AutoGaze(nn.Module):
         given, the checkpoint's inference settings apply. target_scales/target_patch_size: gaze
         for a ViT of another resolution (tiles, spec §8.1). official_batching: reproduce the
         official coupled batching; by default each clip's gaze equals that of the clip alone.
+        candidates: None (every id) or a (N,) bool tensor: the ids the decoder may pick (e.g.
+        only the finest scale); a budget larger than the allowed count stops there.
 
         Returns a ``GazeOutput`` with the official padded fields (``gazing_pos`` (B,S),
         ``if_padded_gazing`` (B,S), ``num_gazing_each_frame`` (T,), ``gazing_mask`` list of
         (B,T,n_s)) and the padding-free ``ids`` (L,) and ``frame_offsets`` (B·T+1,).
         """
         video = self._check_video(video)
-        sampling = budgets.check_sampling(do_sample, temperature, generator, backend)
+        sampling = budgets.check_sampling(do_sample, temperature, generator, backend, candidates,
+                                          self.num_tokens)
         with exact_float32(self.dtype == torch.float32):
             if target_scales is not None or target_patch_size is not None:
                 tiled = self._tiled(video, gazing_ratio, task_loss_requirement, target_scales,
@@ -224,7 +228,8 @@ class AutoGaze(nn.Module):
         frame_budgets, requirement = self._budgets(video, gazing_ratio, task_loss_requirement,
                                                    sampling)
         key = (tuple(video.shape), video.dtype, video.device, tuple(frame_budgets),
-               requirement is not None, coupled, sampling.backend)
+               requirement is not None, coupled, sampling.backend,
+               None if sampling.candidates is None else tuple(sampling.candidates.tolist()))
 
         def program(clip, req):
             return self._run_frames(clip, frame_budgets, req, sampling, coupled)
