@@ -1,35 +1,42 @@
 #!/usr/bin/env bash
 # The recipe of the bundled default model (python/autogaze_ext/assets/default_model), as run on
-# the project's 2-core CPU. Data: every clip of $DATA (the three clips of shared/data/videos plus
-# vtest.avi, Megamind.avi and tree.avi from the Debian package opencv-doc); the last 20 % of every
-# video is held out (the trainer's "time" split) and used by the evaluation.
-#   DATA=/path/to/videos RUNS=/path/to/runs bash scripts/make_default_model.sh
+# the project's 2-core CPU. Every stage is resumable: rerun the same line with run.resume=true.
+#
+# Data (only what ../shared/data/README.md allows for training and model selection):
+#   train_videos/  example_input.mp4, bigbuckbunny.mp4 (shared/data/videos) and vtest.avi,
+#                  Megamind.avi, tree.avi (Debian opencv-doc)
+#   val_videos/    bikes.mp4, motion.mov, kphotoalbum_demo.avi (shared/data/videos): whole clips
+#                  that no training step sees; used for validation and model selection only
+#   still_images/  scripts/collect_still_images.py (Debian opencv-doc, plasma-workspace-wallpapers,
+#                  gnome-backgrounds; PyPI scikit-image): backgrounds and objects of the synthetic
+#                  clips (autogaze_ext.synthetic), 75 % of all training clips
+#
+#   WORK=/path/to/workdir bash scripts/make_default_model.sh
 set -euo pipefail
-cd "$(dirname "$0")/.."
-DATA=${DATA:?folder of training videos}
-RUNS=${RUNS:-runs}
-mkdir -p "$RUNS"
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+WORK=${WORK:?a work folder (data and runs go there)}
+SHARED=${SHARED:-$repo/../shared}
+OPENCV=/usr/share/doc/opencv-doc/examples/data
+mkdir -p "$WORK/train_videos" "$WORK/val_videos" "$WORK/runs"
+cd "$WORK"
+ln -sf "$SHARED"/data/videos/{example_input.mp4,bigbuckbunny.mp4} train_videos/
+ln -sf "$OPENCV"/{vtest.avi,Megamind.avi,tree.avi} train_videos/
+ln -sf "$SHARED"/data/videos/{bikes.mp4,motion.mov,kphotoalbum_demo.avi} val_videos/
+[ -d still_images ] || python "$repo/scripts/collect_still_images.py" still_images
 
-# 1. the small MAE reconstruction task (for evaluation under MAEReconstruction)
-# (the evaluation used its step-400 checkpoint: the run was stopped there to free the CPU)
-python scripts/pretrain_mae.py "$DATA"/* --out "$RUNS/mae_small" --steps 600 --frames 8 --batch 2
+# 1. NTP from the v1 weights: oracle labels at six budgets, soft labels (the oracle's gain of
+#    every candidate), half of the steps on-policy (the model's own greedy gaze relabelled with
+#    the oracle's gains at every state it visits), 8-frame clips.
+python -m autogaze_ext.train "$repo/configs/default_model_ntp.toml" run.out=runs/default_ntp \
+  "model.init=$repo/python/autogaze_ext/assets/default_model" \
+  algorithm.soft_label_weight=1.0 algorithm.soft_label_temperature=0.05 \
+  algorithm.rollout_fraction=0.5 data.clip_len=8 optim.lr=5e-4 run.val_interval=200
 
-# 2. NTP on greedy-oracle Paint labels (ratio 0.3), release architecture, from scratch
-python -m autogaze_ext.train configs/train_paint_ntp.toml "data.paths=[\"$DATA\"]" \
-  data.max_frames=800 data.batch_size=1 algorithm.label_ratio=0.3 run.steps=900 \
-  run.val_interval=150 "run.out=$RUNS/ntp"
+# 2. task-loss head calibrated on the model's own rollouts (head only), 16-frame clips
+python -m autogaze_ext.train "$repo/configs/default_model_head.toml" run.out=runs/default_head \
+  model.init=runs/default_ntp/checkpoint_latest
 
-# 3. NTP continued at a lower learning rate, same labels (the bundled weights: step 700 of this)
-python -m autogaze_ext.train configs/train_paint_ntp.toml "data.paths=[\"$DATA\"]" \
-  data.max_frames=800 data.batch_size=1 algorithm.label_ratio=0.3 \
-  "model.init=$RUNS/ntp/checkpoint_latest" "algorithm.label_cache=$RUNS/ntp/labels" \
-  optim.lr=2e-4 run.steps=700 run.val_interval=350 "run.out=$RUNS/ntp2"
-
-# 4. export (bf16 weights, inference defaults: ratio 0.3, no loss threshold)
-python scripts/export_default_model.py "$RUNS/ntp2/checkpoint_latest" \
-  --name autogaze_ext-paint-ntp-v1 --ratio 0.3 --requirement none
-
-# GRPO on the Paint reward (tried from the step-900 NTP checkpoint on the CPU, stopped after
-# 40 of 120 steps without a validation gain, not in the bundled weights; see MODEL_CARD.md):
-#   python -m autogaze_ext.train configs/default_model_grpo.toml \
-#     "model.init=$RUNS/ntp/checkpoint_latest" "data.paths=[\"$DATA\"]" "run.out=$RUNS/grpo"
+# 3. export: bf16 weights, inference defaults (the requirement chosen on val_videos, see
+#    docs/evaluation.md)
+python "$repo/scripts/export_default_model.py" runs/default_head/checkpoint_latest \
+  --name autogaze_ext-paint-v2 --ratio "${RATIO:-0.75}" --requirement "${REQUIREMENT:?from the evaluation}"
