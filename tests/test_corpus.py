@@ -214,24 +214,39 @@ def test_driver_killed_mid_run_then_rerun_is_exactly_once(cluster, clean, data, 
     assert not list(out.rglob(".tmp-*"))
 
 
+def shard_nodes(out) -> list[str]:
+    import pyarrow.parquet as pq
+
+    nodes = []
+    for path in (out / "clips").rglob("*.parquet"):
+        try:
+            nodes.append(pq.read_metadata(path).metadata[b"autogaze.node"].decode())
+        except OSError:  # replaced while being read
+            pass
+    return nodes
+
+
 def test_node_lost_mid_run_nothing_lost_or_doubled(cluster, clean, data):
     out = data["root"] / "node_lost"
     node = cluster.add_node(num_cpus=2, object_store_memory=96 * 2**20)
     cluster.wait_for_nodes()
-    removed = threading.Event()
+    at_removal = []
 
-    def remove_when_started():
-        deadline = time.monotonic() + 120
-        while not list((out / "clips").rglob("*.parquet")) and time.monotonic() < deadline:
+    def remove_once_it_has_worked():  # the node goes once one of its workers committed a shard
+        deadline = time.monotonic() + 180
+        while node.node_id not in shard_nodes(out) and time.monotonic() < deadline:
             time.sleep(0.05)
+        writers = shard_nodes(out)
+        at_removal.append((len(writers), node.node_id in writers))
         cluster.remove_node(node, allow_graceful=False)
-        removed.set()
 
-    remover = threading.Thread(target=remove_when_started, daemon=True)
+    remover = threading.Thread(target=remove_once_it_has_worked, daemon=True)
     remover.start()
-    summary = run(data, out, workers=2)
+    summary = run(data, out, workers=2)  # 2 actors of 0.5 CPU, spread: one on each node
     remover.join(timeout=60)
-    assert removed.is_set()
+    ((committed, worked),) = at_removal
+    assert worked, "the second node committed no shard before it was removed"
+    assert committed < clean["summary"].units - 1, "the node was not removed mid-run"
     assert rows(out) == rows(clean["out"])
     assert summary.errors == 3 and summary.clips == clean["summary"].clips
     assert len(list((out / "clips").rglob("*.parquet"))) == clean["summary"].units - 1

@@ -129,20 +129,24 @@ def test_settings_validation_and_hash():
 
 @needs_corpus
 def test_probe_reports_bad_files_without_raising(tmp_path):
-    from corpus_data import make_corpus
+    from corpus_data import make_bad_files, write_h264
 
     from autogaze_ext.corpus import probe
 
-    made = make_corpus(tmp_path / "c")
-    for path, stage in made["bad"].items():
+    bad = make_bad_files(tmp_path / "c")
+    for path, stage in bad.items():
         row = probe(path)
         assert (row["error"] != "") == (stage == "probe"), (path, row["error"])
     assert "zero frames" in probe(str(tmp_path / "c" / "zero_frames.avi"))["error"]
     assert "not a video" in probe(str(tmp_path / "c" / "not_a_video.mp4"))["error"]
     assert "No such file" in probe(str(tmp_path / "missing.mp4"))["error"]
-    good = probe(made["videos"][0])
-    assert good["error"] == "" and good["num_frames"] == len(ag.read_video(made["videos"][0]))
-    again = probe(made["videos"][0], previous={**good, "content_hash": "cached"})
+    video = str(tmp_path / "good.mp4")
+    write_h264(video, ag.synthetic_video(21, 32, 48), keyint=5)
+    good = probe(video)
+    assert good["error"] == "" and good["num_frames"] == len(ag.read_video(video)) == 21
+    assert good["keyframe_index"] == [0, 5, 10, 15, 20]
+    assert (good["width"], good["height"], good["fps"]) == (48, 32, 25.0)
+    again = probe(video, previous={**good, "content_hash": "cached"})
     assert again["content_hash"] == "cached"  # same size and mtime: the earlier probe is kept
 
 
@@ -268,3 +272,31 @@ def test_worker_writes_shards_and_records_a_failing_unit_after_bounded_retries(t
     assert "empty" in error[0]["message"] and error[0]["path"] == "/v/bad.mp4"
     with pytest.raises(FileNotFoundError, match="units.parquet"):
         read_errors(tmp_path)  # no plan: not a corpus folder
+
+
+@needs_corpus
+@pytest.mark.parametrize("options", [
+    {"mode": "resize"},
+    {"mode": "tile"},
+    {"mode": "resize", "target_scales": (32, 64, 128), "target_patch_size": 16},
+], ids=["resize", "tile", "target"])
+def test_clips_of_several_videos_batched_together_equal_gaze_of_each(small_model, options):
+    from autogaze_ext.corpus.units import CorpusSettings
+    from autogaze_ext.corpus.worker import gaze_clips
+
+    model = ag.AutoGaze.from_pretrained(small_model)
+    if "target_scales" in options:  # a model with three scales for the target tiling
+        from helpers import randomize, small_config
+
+        model = randomize(ag.AutoGaze(small_config(scales="16+32+64")), seed=1)
+    settings = CorpusSettings(gazing_ratio=0.3, batch_size=3, **options)
+    videos = [ag.synthetic_video(t, h, w, seed=t) for t, h, w in
+              [(16, 64, 96), (16, 64, 96), (7, 64, 96), (5, 64, 96), (16, 80, 48), (3, 80, 48)]]
+    results = gaze_clips(model, videos, settings, "cpu")
+    with torch.no_grad():
+        for clip, got in zip(videos, results):
+            expected = ag.gaze(clip, model, **settings.gaze_kwargs())
+            assert got["ids"].tolist() == expected["ids"].tolist()
+            assert got["frame_offsets"].tolist() == expected["frame_offsets"].tolist()
+            assert got["candidates"] == expected["num_vision_tokens_each_frame"]
+            assert got["scale_grids"] == [list(g) for g in expected["scale_grids"]]

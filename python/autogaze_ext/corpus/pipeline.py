@@ -54,6 +54,7 @@ class Summary:
     new_errors: int = 0
     stale_shards: int = 0
     workers: int = 0
+    nodes: int = 0
     device: str = "cpu"
     wrote: bool = False
     notes: list = field(default_factory=list)
@@ -73,8 +74,8 @@ class Summary:
             f"{self.candidates} kept ({self.kept_percent:.1f}%)",
             f"run     {self.units_gazed} units gazed now, {self.units_done_before} already done"
             + (f"; {self.clips_gazed} clips in {self.seconds:.1f} s = "
-               f"{self.clips_per_second:.2f} clips/s on {self.workers} {self.device} workers"
-               if self.units_gazed else ""),
+               f"{self.clips_per_second:.2f} clips/s on {self.workers} {self.device} workers "
+               f"({self.nodes} nodes)" if self.units_gazed else ""),
             f"errors  {self.errors}" + (f" ({self.new_errors} new)" if self.new_errors else "")
             + (" (see read_errors(DIR) or DIR/errors)" if self.errors else ""),
         ]
@@ -407,6 +408,7 @@ def _gaze_rounds(units, out, identity, settings, digest, hashed, workers, gpus_p
         if not pending:
             break
     summary.seconds = time.perf_counter() - clock
+    summary.nodes = len({s["node"] for s in stats})
     summary.units_gazed = sum(1 for s in stats if s["status"] == "done")
     summary.clips_gazed = sum(int(s["clips"]) for s in stats if s["status"] == "done")
     return stats
@@ -435,7 +437,9 @@ def _pipeline(units, out, identity, settings, digest, hashed, workers, gpus_per_
                                        "use_gpu": gpus_per_worker > 0},
                 compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=cpus_per_worker,
                 num_gpus=gpus_per_worker or None,
-                **_remote_args(ds.map_batches, max_restarts=-1, max_task_retries=3))
+                # one actor per node first; restarted on another node when its node is lost
+                **_remote_args(ds.map_batches, max_restarts=-1, max_task_retries=3,
+                               scheduling_strategy="SPREAD"))
         return [{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
                 for row in ds.iter_rows()]
 

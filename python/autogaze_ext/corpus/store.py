@@ -98,10 +98,13 @@ def write_json(path: Path, doc: dict) -> None:
     _commit(Path(path), lambda f: f.write((json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()))
 
 
-def write_shard(out, key: str, table: pa.Table, tokens: int, candidates: int) -> None:
-    """Commit a unit's clips; its totals go into the file's metadata for summaries."""
-    write_table(shard_path(out, key), table,
-                {"autogaze.tokens": tokens, "autogaze.candidates": candidates})
+def write_shard(out, key: str, table: pa.Table, tokens: int, candidates: int,
+                node: str = "") -> None:
+    """Commit a unit's clips; its totals and the writer's Ray node go into the file's metadata
+    (not into the rows, which are the same whoever wrote them)."""
+    write_table(shard_path(out, key), table, {"autogaze.tokens": tokens,
+                                              "autogaze.candidates": candidates,
+                                              "autogaze.node": node})
     error_path(out, key).unlink(missing_ok=True)  # a retried unit that now succeeded
 
 

@@ -185,6 +185,9 @@ class GazeWorker:
         if not use_gpu:
             torch.set_num_threads(max(1, threads))
         self.device = "cuda" if use_gpu else "cpu"
+        import ray
+
+        self.node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
         self.out, self.attempts = out, attempts
         self.settings = CorpusSettings(**settings)
         self.model = load_model(identity, self.settings.dtype, self.device)
@@ -201,7 +204,7 @@ class GazeWorker:
             unit["content_hash"], unit["error"] = str(unit["content_hash"]), str(unit["error"])
         frames = list(batch["frames"])
         status = {"key": [], "status": [], "clips": [], "frames": [], "tokens": [],
-                  "candidates": [], "seconds": []}
+                  "candidates": [], "seconds": [], "node": []}
         good = [i for i, u in enumerate(units) if not u["error"]]
         clock = time.perf_counter()
         results = {}
@@ -237,11 +240,12 @@ class GazeWorker:
                     table.column("num_frames").to_pylist(),
                     table.column("candidates_per_frame").to_pylist())))
                 store.write_shard(self.out, unit["key"], table, tokens=tokens,
-                                  candidates=candidates)
+                                  candidates=candidates, node=self.node)
                 row = ("done", table.num_rows, int(sum(table.column("num_frames").to_pylist())),
                        tokens, candidates)
             for name, value in zip(("status", "clips", "frames", "tokens", "candidates"), row):
                 status[name].append(value)
             status["key"].append(unit["key"])
             status["seconds"].append(seconds)
+            status["node"].append(self.node)
         return {k: np.asarray(v) for k, v in status.items()}
