@@ -300,3 +300,21 @@ def test_clips_of_several_videos_batched_together_equal_gaze_of_each(small_model
             assert got["frame_offsets"].tolist() == expected["frame_offsets"].tolist()
             assert got["candidates"] == expected["num_vision_tokens_each_frame"]
             assert got["scale_grids"] == [list(g) for g in expected["scale_grids"]]
+
+
+@needs_corpus
+def test_units_of_large_frames_hold_fewer_clips():
+    from autogaze_ext.corpus.units import CorpusSettings, plan_video
+
+    def facts(width, height):
+        return {"path": "/v.mp4", "content_hash": "h", "size": 1, "mtime_ns": 1,
+                "num_frames": 1000, "fps": 25.0, "width": width, "height": height,
+                "keyframe_pts": [], "keyframe_index": []}
+
+    settings = CorpusSettings()  # 8 clips per unit, at most 512 MiB of RGB frames
+    uhd = plan_video(facts(3840, 2160), settings, "d", 16)
+    assert len(uhd) == 63 and {u["stop_clip"] - u["first_clip"] for u in uhd} == {1}
+    hd = plan_video(facts(1920, 1080), settings, "d", 16)
+    assert {u["stop_clip"] - u["first_clip"] for u in hd[:-1]} == {5}  # 5 x 16 x 6.2 MB
+    small = plan_video(facts(320, 240), settings, "d", 16)
+    assert len(small) == 8 and sum(u["num_frames"] for u in small) == 1000

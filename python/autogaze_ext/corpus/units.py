@@ -24,6 +24,9 @@ DTYPES = ("float32", "bfloat16")
 class CorpusSettings:
     """How a corpus is gazed: the ``gaze()`` options plus frame selection and unit size.
 
+    A work unit holds ``clips_per_unit`` clips, fewer where their decoded RGB frames would pass
+    ``max_unit_mib`` (e.g. one clip per unit at 4K), so that no unit's frames flood a worker.
+
     Every field except ``batch_size`` (clips per model call, which does not change results) is
     part of the settings hash, together with the model's weight hash and clip length.
     """
@@ -38,6 +41,7 @@ class CorpusSettings:
     stride: int = 1
     fps: float | None = None
     clips_per_unit: int = 8
+    max_unit_mib: int = 512
     batch_size: int = field(default=16, compare=False)
 
     def __post_init__(self):
@@ -74,6 +78,8 @@ class CorpusSettings:
             raise ValueError("give stride or fps, not both")
         if not isinstance(self.clips_per_unit, int) or not 1 <= self.clips_per_unit <= 4096:
             raise ValueError(f"clips_per_unit must be an int in 1..4096; got {self.clips_per_unit!r}")
+        if not isinstance(self.max_unit_mib, int) or self.max_unit_mib < 1:
+            raise ValueError(f"max_unit_mib must be an int >= 1; got {self.max_unit_mib!r}")
         if not isinstance(self.batch_size, int) or not 1 <= self.batch_size <= 4096:
             raise ValueError(f"batch_size must be an int in 1..4096; got {self.batch_size!r}")
 
@@ -186,9 +192,11 @@ def plan_video(video: dict, settings: CorpusSettings, settings_digest: str,
     indices = select_frames(video["num_frames"], video["fps"], settings)
     num_clips = math.ceil(len(indices) / clip_len)
     keys = list(zip(video["keyframe_index"], video["keyframe_pts"]))
+    clip_bytes = clip_len * max(1, video["width"] * video["height"]) * 3
+    per_unit = max(1, min(settings.clips_per_unit, (settings.max_unit_mib << 20) // clip_bytes))
     units = []
-    for first in range(0, num_clips, settings.clips_per_unit):
-        stop = min(num_clips, first + settings.clips_per_unit)
+    for first in range(0, num_clips, per_unit):
+        stop = min(num_clips, first + per_unit)
         frame_index = indices[first * clip_len: stop * clip_len]
         seek_index, seek_pts = -1, -1
         for index, pts in keys:  # ascending
