@@ -74,8 +74,8 @@ class Summary:
             f"{self.candidates} kept ({self.kept_percent:.1f}%)",
             f"run     {self.units_gazed} units gazed now, {self.units_done_before} already done"
             + (f"; {self.clips_gazed} clips in {self.seconds:.1f} s = "
-               f"{self.clips_per_second:.2f} clips/s on {self.workers} {self.device} workers "
-               f"({self.nodes} nodes)" if self.units_gazed else ""),
+               f"{self.clips_per_second:.2f} clips/s on {_count(self.workers, 'worker')} "
+               f"({self.device}) on {_count(self.nodes, 'node')}" if self.units_gazed else ""),
             f"errors  {self.errors}" + (f" ({self.new_errors} new)" if self.new_errors else "")
             + (" (see read_errors(DIR) or DIR/errors)" if self.errors else ""),
         ]
@@ -83,6 +83,10 @@ class Summary:
         lines.append(f"wrote   {self.out}/{store.SUCCESS_FILE}" if self.wrote
                      else "wrote   nothing (already complete)")
         return "\n".join(lines) + "\n"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def run(inputs, out, *, model=None, settings: CorpusSettings | None = None, address=None,
@@ -395,7 +399,7 @@ def _gaze_rounds(units, out, identity, settings, digest, hashed, workers, gpus_p
     stats, clock = [], time.perf_counter()
     pending = units
     for attempt in range(ROUNDS):
-        log(f"gaze    {len(pending)} units on {workers} {summary.device} workers"
+        log(f"gaze    {_count(len(pending), 'unit')} on {_count(workers, 'worker')} ({summary.device})"
             + (" (again: units lost in the first pass)" if attempt else ""))
         try:
             stats += _pipeline(pending, out, identity, settings, digest, hashed, workers,
