@@ -1,4 +1,4 @@
-"""``python -m autogaze_ext …``: the ``autogaze`` command line (see ``cli.py``)."""
+"""``python -m autogaze_ext …``: the ``autogaze`` command line (see ``cli/``)."""
 
 from .cli import main
 
