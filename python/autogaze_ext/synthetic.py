@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["SyntheticVideos", "ImageBank", "IMAGE_EXTENSIONS", "FRAME_SIZES"]
+__all__ = ["SyntheticVideos", "ImageBank", "IMAGE_EXTENSIONS", "FRAME_SIZES", "CAMERA_MOTIONS", "MOTION_WEIGHTS"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 # (height, width): landscape 4:3 and 16:9, square, portrait, 3:2, cinema 2.35:1, small webcams.
@@ -41,6 +41,9 @@ FRAME_SIZES = ((120, 160), (144, 176), (180, 320), (224, 224), (240, 320), (256,
                (448, 448), (480, 640), (480, 854), (540, 960), (576, 768), (640, 360),
                (720, 1280), (854, 480), (300, 705), (512, 384))
 CAMERA_MOTIONS = ("static", "pan", "zoom", "shake", "rotate", "mixed")
+# Most real footage holds the camera still (surveillance, webcams, tripods, talking heads) or
+# moves it slowly; the default mix follows that.
+MOTION_WEIGHTS = (0.4, 0.2, 0.1, 0.12, 0.06, 0.12)
 
 
 class ImageBank:
@@ -184,7 +187,7 @@ def _camera(rng: np.random.Generator, T: int, motion: str) -> Camera:
     zoom, angle = np.full(T, zoom0), np.zeros(T)
     kinds = {motion} if motion != "mixed" else set(rng.choice(CAMERA_MOTIONS[1:5], 2, replace=False))
     if "pan" in kinds:
-        dist = rng.uniform(0.05, 0.8) * (1 - zoom0 + 0.3)
+        dist = rng.uniform(0.02, 0.6) * (1 - zoom0 + 0.3)
         a = rng.uniform(0, 2 * math.pi)
         cx, cy = cx + dist * math.cos(a) * p, cy + dist * math.sin(a) * p
     if "zoom" in kinds:
@@ -242,10 +245,13 @@ class SyntheticVideos:
         seed: base seed; clip ``i`` depends only on (seed, i, frames, the image list).
         sizes: (height, width) choices; default ``FRAME_SIZES``.
         max_sprites: objects per shot at most.
+        motion_weights: probabilities of ``CAMERA_MOTIONS`` per shot (default ``MOTION_WEIGHTS``).
+        cut_probability: chance that a clip has a hard cut (then 1 or 2 of them).
     """
 
     def __init__(self, images: Sequence[str | Path] | ImageBank = (), frames: int = 16, seed: int = 0,
-                 sizes: Sequence[tuple[int, int]] | None = None, max_sprites: int = 5):
+                 sizes: Sequence[tuple[int, int]] | None = None, max_sprites: int = 5,
+                 motion_weights: Sequence[float] = MOTION_WEIGHTS, cut_probability: float = 0.2):
         if frames < 1:
             raise ValueError(f"SyntheticVideos: frames must be >= 1, got {frames}")
         self.bank = images if isinstance(images, ImageBank) else ImageBank(images)
@@ -254,6 +260,14 @@ class SyntheticVideos:
         if not self.sizes or any(min(s) < 16 for s in self.sizes):
             raise ValueError(f"SyntheticVideos: sizes must be (h, w) pairs >= 16, got {self.sizes}")
         self.max_sprites = int(max_sprites)
+        weights = np.asarray(motion_weights, dtype=float)
+        if weights.shape != (len(CAMERA_MOTIONS),) or (weights < 0).any() or weights.sum() <= 0:
+            raise ValueError(f"SyntheticVideos: motion_weights must be {len(CAMERA_MOTIONS)} "
+                             f"non-negative numbers ({', '.join(CAMERA_MOTIONS)}), got {motion_weights}")
+        self.motion_weights = weights / weights.sum()
+        if not 0 <= cut_probability <= 1:
+            raise ValueError(f"SyntheticVideos: cut_probability must be in [0, 1], got {cut_probability}")
+        self.cut_probability = float(cut_probability)
 
     # ---- sampling -----------------------------------------------------------------------------
     def _rng(self, index: int) -> np.random.Generator:
@@ -292,13 +306,13 @@ class SyntheticVideos:
         T = self.frames
         H, W = self.sizes[int(rng.integers(len(self.sizes)))]
         cuts = []
-        if T >= 6 and rng.random() < 0.3:
+        if T >= 6 and rng.random() < self.cut_probability:
             cuts = sorted(set(int(c) for c in rng.integers(2, T - 1, 1 + int(rng.random() < 0.2))))
         bounds = [0, *cuts, T]
         shots = []
         for a, b in zip(bounds[:-1], bounds[1:]):
             n = b - a
-            motion = CAMERA_MOTIONS[int(rng.choice(len(CAMERA_MOTIONS), p=[0.25, 0.25, 0.12, 0.15, 0.08, 0.15]))]
+            motion = CAMERA_MOTIONS[int(rng.choice(len(CAMERA_MOTIONS), p=self.motion_weights))]
             background = self._picture(rng, 2 * H, 2 * W, photo=0.8)
             sprites = [self._sprite(rng, n, attached=rng.random() < 0.2)
                        for _ in range(int(rng.integers(0, self.max_sprites + 1)))]

@@ -14,7 +14,7 @@ Definitions:
   mean over reached frames, the count of not-reached frames, and ``mean_capped`` where a
   not-reached frame counts N (the value used for method-vs-method ratios);
 * **head calibration**: the task-loss head's prediction at each frame's last gazed slot
-  (``model.score``) against that frame's real loss: Pearson and Spearman correlation (ranks
+  (where generation reads it) against that frame's real loss: Pearson and Spearman correlation (ranks
   without tie averaging) and equal-count bins by prediction.
 """
 
@@ -103,15 +103,17 @@ def patches_needed(losses: torch.Tensor, counts: torch.Tensor, target: float, nu
 
 @torch.no_grad()
 def head_predictions(model, video: torch.Tensor, ids: torch.Tensor, frame_offsets: torch.Tensor) -> torch.Tensor:
-    """(B, T) task-loss-head prediction at the last gazed slot of every frame."""
+    """(B, T) task-loss-head prediction once every gazed slot of a frame is in, read where
+    greedy generation reads it (``training.policy.score_rollout``: the decode positions and
+    masks of generation, which a requirement is compared against; ``model.score``'s
+    teacher-forced positions give other values)."""
+    from ..training.policy import score_rollout
     B, T = video.shape[:2]
-    info = from_ids(ids, frame_offsets, B, T, model.num_tokens, model.config.tokens_per_scale)
-    pred = model.score(video.to(model.device, model.dtype), info)["task_loss_prediction"]   # (B, S)
-    counts = frame_offsets.diff().view(B, T).to(pred.device)              # real ids per frame
-    starts = torch.cat([info["num_gazing_each_frame"].new_zeros(1),
-                        info["num_gazing_each_frame"].cumsum(0)[:-1]]).to(pred.device)
-    last = (starts[None] + counts - 1).clamp(min=0)                       # real ids come first
-    return pred.gather(1, last).float().cpu()
+    with torch.no_grad():
+        scored = score_rollout(model, video.to(model.device, model.dtype), ids.to(model.device),
+                               frame_offsets.to(model.device), temperature=1.0, top_k=None)
+    last = (frame_offsets[1:] - 1).clamp(min=0).to(scored.task_loss_prediction.device)
+    return scored.task_loss_prediction[last].view(B, T).float().cpu()
 
 
 def correlation(x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:

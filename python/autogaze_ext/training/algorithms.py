@@ -62,14 +62,16 @@ def masked_sq_error(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
 # ---- NTP ---------------------------------------------------------------------------------------
 def ntp_step(model: AutoGaze, batch: dict, labels: dict, scoring: str = "official",
              optimize_task_loss_prediction: bool = True, soft_weight: float = 0.0,
-             soft_temperature: float = 0.2, hard_weight: float = 1.0):
+             soft_temperature: float = 0.2, hard_weight: float = 1.0, tlp_weight: float = 1.0):
     """NTP on oracle labels (spec §9.3).
 
     With ``soft_weight`` > 0 (scoring "sampling", labels with "gains" (L,N)), adds the
     cross-entropy of every slot's processed distribution with the oracle's soft target
     (``losses.soft_targets``): which candidates were nearly as good as the pick, not just which
     one won. ``hard_weight`` scales the NLL of the label ids (0 for labels that are the model's
-    own rollout, where only the soft targets and the head targets teach).
+    own rollout, where only the soft targets and the head targets teach); ``tlp_weight`` scales
+    the task-loss head's squared error (losses are ~0.1: its raw gradient is small next to a
+    cross-entropy's).
 
     batch["video"] (B,T,3,H,W); labels {ids (L,), frame_offsets (B·T+1,), losses (L,)}.
     scoring "official": the teacher-forced pass ``model.score`` (consecutive positions, raw
@@ -105,7 +107,7 @@ def ntp_step(model: AutoGaze, batch: dict, labels: dict, scoring: str = "officia
                               scored.log_dist.shape[1])
         per_slot = soft_label_loss(scored.log_dist.float(), target)
         soft = packed_to_padded(per_slot, offs, b, t).sum(1) / ((~pad).sum() / b + EPS)
-    loss = (hard_weight * nll + soft_weight * soft + tlp).mean()
+    loss = (hard_weight * nll + soft_weight * soft + tlp_weight * tlp).mean()
     valid = (~pad).sum().clamp(min=1)
     metrics = {"loss": loss.item(), "ntp_loss": nll.mean().item(), "tlp_loss": tlp.mean().item(),
                "soft_loss": soft.mean().item(),
@@ -115,18 +117,23 @@ def ntp_step(model: AutoGaze, batch: dict, labels: dict, scoring: str = "officia
 
 
 @torch.no_grad()
-def rollout_labels(model: AutoGaze, task: PaintReconstruction, batch: dict, ratios) -> dict:
+def rollout_labels(model: AutoGaze, task: PaintReconstruction, batch: dict, ratios,
+                   requirements=None) -> dict:
     """On-policy labels (DAgger with the greedy oracle as expert): the model's own greedy gaze of
     every clip at its ratio, with the real loss after every prefix (head targets) and the
     oracle's candidate gains at every state the gaze visits (soft targets).
 
-    batch: video (B,T,3,H,W), video_for_task (B,T,3,S,S); ratios: B floats."""
+    batch: video (B,T,3,H,W), video_for_task (B,T,3,S,S); ratios: B floats (budget caps);
+    requirements: B floats or None (a frame stops once the head predicts it reached it, as at
+    inference with a threshold)."""
     from ..tasks import candidate_gains
     was_training = model.training
     model.eval()
     ids, counts = [], []
-    for b, ratio in enumerate(ratios):
-        out = model(batch["video"][b:b + 1], gazing_ratio=float(ratio))
+    requirements = requirements or [None] * len(ratios)
+    for b, (ratio, requirement) in enumerate(zip(ratios, requirements)):
+        out = model(batch["video"][b:b + 1], gazing_ratio=float(ratio),
+                    task_loss_requirement=requirement)
         ids.append(out["ids"])
         counts.append(out["frame_offsets"].diff())
     model.train(was_training)

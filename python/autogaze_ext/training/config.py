@@ -70,6 +70,10 @@ class AlgorithmSection:
     # on-policy (DAgger) steps: this share of NTP steps labels the model's own greedy gaze with
     # the oracle's gains at every visited state (soft loss + head targets, no hard-label NLL)
     rollout_fraction: float = 0.0
+    # of those, this share gazes under a loss requirement drawn uniformly from
+    # [requirement_min, requirement_max] (histories with frames that stopped early)
+    rollout_requirement_fraction: float = 0.0
+    tlp_weight: float = 1.0  # weight of the task-loss head's squared error (NTP and head steps)
     optimize_task_loss_prediction: bool = True
     # GRPO
     group_size: int = 12

@@ -40,7 +40,7 @@ def head_rollout(model: AutoGaze, task, batch: dict, cfg: AlgorithmSection,
             "ratio": ratio, "requirement": requirement}
 
 
-def head_loss(model: AutoGaze, rollout: dict):
+def head_loss(model: AutoGaze, rollout: dict, weight: float = 1.0):
     """Squared error of the head's predictions against the rollout's real prefix losses."""
     video, ids, offs = rollout["video"], rollout["ids"], rollout["frame_offsets"]
     b, t = video.shape[:2]
@@ -50,7 +50,7 @@ def head_loss(model: AutoGaze, rollout: dict):
     mask = packed_to_padded(rollout["slot_mask"].float(), offs, b, t) > 0
     tlp = masked_sq_error(pred, target, mask)
     # keep every parameter in the graph (DDP), contributing nothing
-    loss = tlp.mean() + 0.0 * scored.log_probs.float().mean()
+    loss = weight * tlp.mean() + 0.0 * scored.log_probs.float().mean()
     real = pred.detach()[mask]
     metrics = {"loss": loss.item(), "tlp_loss": tlp.mean().item(),
                "task_loss": rollout["losses"].float().mean().item(), "ratio": rollout["ratio"],

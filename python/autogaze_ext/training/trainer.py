@@ -146,9 +146,10 @@ class LossModule(nn.Module):
         if kind == "ntp":
             return ntp_step(self.model, payload["batch"], payload["labels"], algo.scoring,
                             algo.optimize_task_loss_prediction, algo.soft_label_weight,
-                            algo.soft_label_temperature, payload.get("hard_weight", 1.0))
+                            algo.soft_label_temperature, payload.get("hard_weight", 1.0),
+                            algo.tlp_weight)
         if kind == "head":
-            return head_loss(self.model, payload)
+            return head_loss(self.model, payload, algo.tlp_weight)
         return grpo_loss_from_rollout(self.model, payload, algo)
 
 
@@ -311,7 +312,12 @@ class Trainer:
                     rng = random.Random(cfg.run.seed * 1_000_003 + self.step * 64 + micro)
                     on_policy = rng.random() < cfg.algorithm.rollout_fraction
                     if on_policy:
-                        payload["labels"] = rollout_labels(self.model, self.task, batch, batch["ratios"])
+                        algo = cfg.algorithm
+                        requirements = [rng.uniform(algo.requirement_min, algo.requirement_max)
+                                        if rng.random() < algo.rollout_requirement_fraction else None
+                                        for _ in batch["ratios"]]
+                        payload["labels"] = rollout_labels(self.model, self.task, batch,
+                                                           batch["ratios"], requirements)
                         payload["hard_weight"] = 0.0
                     with self._autocast():
                         loss, metrics = runner("ntp", payload)
