@@ -93,7 +93,7 @@ def run(inputs, out, *, model=None, settings: CorpusSettings | None = None, addr
         workers: int | None = None, gpus_per_worker: float | None = None,
         cpus_per_worker: float = 1.0, decode_cpus: float = 1.0, attempts: int = 3,
         retry_errors: bool = False, overwrite: bool = False, extensions=VIDEO_EXTENSIONS,
-        progress: bool = True, log=None) -> Summary:
+        progress: bool = True, log=None, worker_resources: dict | None = None) -> Summary:
     """Gaze every clip of every video in ``inputs`` into the corpus folder ``out``.
 
     inputs: files, folders, globs or manifests (:func:`~.inputs.list_inputs`). model: a
@@ -103,7 +103,9 @@ def run(inputs, out, *, model=None, settings: CorpusSettings | None = None, addr
     else half the CPUs); gpus_per_worker: GPUs per actor, fractional allowed (default 1 when
     the cluster has GPUs, else 0: CPU actors). attempts: tries per unit for decoding and for
     gazing before it goes into the errors table. retry_errors: try units with an error record
-    again. overwrite: replace a corpus made with other settings in ``out``.
+    again. overwrite: replace a corpus made with other settings in ``out``. worker_resources:
+    custom Ray resources each gaze actor needs (e.g. ``{"video_node": 1}`` to keep actors on
+    the nodes that advertise it).
     Raises CorpusError (other settings, or a folder that is no corpus) before any work.
     """
     log = log or (lambda text: print(text, file=sys.stderr, flush=True))
@@ -153,7 +155,7 @@ def run(inputs, out, *, model=None, settings: CorpusSettings | None = None, addr
                 summary.new_errors += 1
         stats = _gaze_rounds(unfinished, out, identity, settings, digest, hashed, workers,
                              gpus_per_worker, cpus_per_worker, decode_cpus, attempts,
-                             progress, summary, log)
+                             progress, summary, log, worker_resources)
         shards = store.existing_keys(out, "clips")
         errors = store.existing_keys(out, "errors")
         for unit in units:  # lost even by the second round: recorded, never silently missing
@@ -391,7 +393,8 @@ def _resources(workers, gpus_per_worker, cpus_per_worker, decode_cpus) -> tuple[
 
 
 def _gaze_rounds(units, out, identity, settings, digest, hashed, workers, gpus_per_worker,
-                 cpus_per_worker, decode_cpus, attempts, progress, summary, log) -> list[dict]:
+                 cpus_per_worker, decode_cpus, attempts, progress, summary, log,
+                 worker_resources=None) -> list[dict]:
     """Run the pipeline on the unfinished units; again (once) on any the first run lost."""
     if not units:
         return []
@@ -403,7 +406,8 @@ def _gaze_rounds(units, out, identity, settings, digest, hashed, workers, gpus_p
             + (" (again: units lost in the first pass)" if attempt else ""))
         try:
             stats += _pipeline(pending, out, identity, settings, digest, hashed, workers,
-                               gpus_per_worker, cpus_per_worker, decode_cpus, attempts, progress)
+                               gpus_per_worker, cpus_per_worker, decode_cpus, attempts, progress,
+                               worker_resources)
         except Exception as err:  # Ray gave up on the dataset; what was committed stays
             log(f"autogaze: note: the pipeline stopped ({type(err).__name__}: "
                 f"{' '.join(str(err).split())[:300]}); redoing what is missing")
@@ -419,7 +423,7 @@ def _gaze_rounds(units, out, identity, settings, digest, hashed, workers, gpus_p
 
 
 def _pipeline(units, out, identity, settings, digest, hashed, workers, gpus_per_worker,
-              cpus_per_worker, decode_cpus, attempts, progress) -> list[dict]:
+              cpus_per_worker, decode_cpus, attempts, progress, worker_resources=None) -> list[dict]:
     """list units → decode (CPU tasks) → gaze and write (actor pool) → status rows."""
     import ray.data
 
@@ -441,6 +445,7 @@ def _pipeline(units, out, identity, settings, digest, hashed, workers, gpus_per_
                                        "use_gpu": gpus_per_worker > 0},
                 compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=cpus_per_worker,
                 num_gpus=gpus_per_worker or None,
+                **({"resources": dict(worker_resources)} if worker_resources else {}),
                 # one actor per node first; restarted on another node when its node is lost
                 **_remote_args(ds.map_batches, max_restarts=-1, max_task_retries=3,
                                scheduling_strategy="SPREAD"))
