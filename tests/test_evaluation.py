@@ -254,6 +254,9 @@ def test_cli_end_to_end(tmp_path, model_dir, capsys):
         / res["methods"]["model"]["patches_needed"]["mean_capped"])
     cal = res["calibration"]
     assert cal["points"] == 2 * 4 * 2 and -1 <= cal["pearson"] <= 1 and sum(b["count"] for b in cal["bins"]) == 16
+    # after every slot, too: as many points as ids the model gazed at the two ratio budgets
+    budgets = [max(1, int(r * N)) for r in (0.1, 0.3)]
+    assert cal["slots"]["points"] == 2 * 4 * sum(budgets) and -1 <= cal["slots"]["slot_spearman"] <= 1
     md = (out / "results.md").read_text()
     assert "| method |" in md and "| oracle |" in md and "loss@0.3" in md
     # a given target is used as is; without the model there is no calibration

@@ -308,8 +308,12 @@ def markdown(results: dict) -> str:
     cal = results["calibration"]
     if cal:
         lines += ["", "## Task-loss head", "",
-                  f"Pearson {_fmt(cal['pearson'], 3)}, Spearman {_fmt(cal['spearman'], 3)} "
-                  f"over {cal['points']} frames.", "", "| predicted | real | frames |", "|---|---|---|"]
+                  f"At each frame's last slot: Pearson {_fmt(cal['pearson'], 3)}, Spearman "
+                  f"{_fmt(cal['spearman'], 3)}, mean bias (predicted − real) {_fmt(cal.get('bias'), 3)} "
+                  f"over {cal['points']} frames." + (
+                      f" After every slot: Pearson {_fmt(cal['slots']['slot_pearson'], 3)}, Spearman "
+                      f"{_fmt(cal['slots']['slot_spearman'], 3)} over {cal['slots']['points']} slots."
+                      if cal.get("slots") else ""), "", "| predicted | real | frames |", "|---|---|---|"]
         lines += [f"| {_fmt(b['pred'])} | {_fmt(b['real'])} | {b['count']} |" for b in cal["bins"]]
     thr = results.get("threshold")
     if thr:

@@ -102,18 +102,24 @@ def patches_needed(losses: torch.Tensor, counts: torch.Tensor, target: float, nu
 
 
 @torch.no_grad()
-def head_predictions(model, video: torch.Tensor, ids: torch.Tensor, frame_offsets: torch.Tensor) -> torch.Tensor:
-    """(B, T) task-loss-head prediction once every gazed slot of a frame is in, read where
-    greedy generation reads it (``training.policy.score_rollout``: the decode positions and
-    masks of generation, which a requirement is compared against; ``model.score``'s
-    teacher-forced positions give other values)."""
+def slot_predictions(model, video: torch.Tensor, ids: torch.Tensor, frame_offsets: torch.Tensor) -> torch.Tensor:
+    """(L,) the task-loss head's prediction after every gazed slot (the loss once slots 0..j of
+    the frame are in), read where greedy generation reads it (``training.policy.score_rollout``:
+    the decode positions and masks of generation, which a requirement is compared against;
+    ``model.score``'s teacher-forced positions give other values)."""
     from ..training.policy import score_rollout
-    B, T = video.shape[:2]
     with torch.no_grad():
         scored = score_rollout(model, video.to(model.device, model.dtype), ids.to(model.device),
                                frame_offsets.to(model.device), temperature=1.0, top_k=None)
-    last = (frame_offsets[1:] - 1).clamp(min=0).to(scored.task_loss_prediction.device)
-    return scored.task_loss_prediction[last].view(B, T).float().cpu()
+    return scored.task_loss_prediction.float().cpu()
+
+
+def head_predictions(model, video: torch.Tensor, ids: torch.Tensor, frame_offsets: torch.Tensor) -> torch.Tensor:
+    """(B, T) the task-loss head's prediction once every gazed slot of a frame is in (see
+    :func:`slot_predictions`)."""
+    B, T = video.shape[:2]
+    last = (frame_offsets[1:] - 1).clamp(min=0).cpu()
+    return slot_predictions(model, video, ids, frame_offsets)[last].view(B, T)
 
 
 def correlation(x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
@@ -166,7 +172,7 @@ def evaluate(task, methods: Mapping, clips: Iterable[torch.Tensor], num_tokens: 
     budgets = budget_grid(ratios, num_tokens, grid)
     generator = torch.Generator().manual_seed(seed)
     tables: dict[str, list] = {name: [] for name in methods}
-    preds, reals = [], []
+    preds, reals, slot_preds, slot_reals = [], [], [], []
     n_clips = frames = 0
     calibrate = model is not None and "model" in methods
     ratio_budgets = {ratio_budget(r, num_tokens) for r in ratios}
@@ -185,8 +191,12 @@ def evaluate(task, methods: Mapping, clips: Iterable[torch.Tensor], num_tokens: 
         for name, value in loss_tables(task, run, video, budgets, generator).items():
             tables[name].append(value)
         for ids, offsets in kept.values():
-            preds.append(head_predictions(model, video, ids, offsets).flatten())
+            every = slot_predictions(model, video, ids, offsets)
+            preds.append(every[(offsets[1:] - 1).clamp(min=0).cpu()])
             reals.append(task.frame_losses(video, ids, offsets).float().cpu().flatten())
+            if hasattr(task, "prefix_losses"):          # the loss after every slot (Paint)
+                slot_preds.append(every)
+                slot_reals.append(task.prefix_losses(video, ids, offsets).float().cpu())
     if not n_clips:
         raise ValueError("evaluate: no clips")
     # (G, clips·T) per method
@@ -221,6 +231,11 @@ def evaluate(task, methods: Mapping, clips: Iterable[torch.Tensor], num_tokens: 
     if preds:
         pred, real = torch.cat(preds), torch.cat(reals)
         results["calibration"] = {**{k: _num(v) for k, v in correlation(pred, real).items()},
+                                  "bias": float((pred - real).mean()),
+                                  "slots": ({f"slot_{k}": _num(v) for k, v in correlation(
+                                      torch.cat(slot_preds), torch.cat(slot_reals)).items()}
+                                      | {"points": int(sum(p.numel() for p in slot_preds))}
+                                      if slot_preds else None),
                                   "points": int(pred.numel()), "bins": calibration(pred, real)}
         extras["calibration_points"] = (pred, real)
     return results, extras
