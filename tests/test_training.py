@@ -125,6 +125,24 @@ def test_cli_print_config_and_error_exit(tiny_toml, capsys):
     assert "run.nope" in capsys.readouterr().err
 
 
+def test_cli_until_stops_on_the_full_schedule(tiny_toml, tmp_path, capsys):
+    def logged_lr(out):
+        rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        return {r["step"]: r["lr"] for r in rows if "lr" in r}
+
+    args = [str(tiny_toml), "run.steps=4", "run.val_interval=0", "optim.schedule=linear"]
+    assert cli.main([*args, f"run.out={tmp_path / 'until'}", "--until", "2"]) == 0
+    state = torch.load(tmp_path / "until" / "checkpoint_latest" / "trainer_state.pt",
+                       weights_only=False)
+    assert state["step"] == 2
+    assert cli.main([*args, f"run.out={tmp_path / 'full'}"]) == 0
+    until, full = logged_lr(tmp_path / "until"), logged_lr(tmp_path / "full")
+    assert max(until) == 2 and max(full) == 4
+    assert all(until[s] == full[s] for s in until)  # the 4-step schedule, stopped at 2
+    assert cli.main([*args, f"run.out={tmp_path / 'bad'}", "--until", "0"]) == 2
+    assert "--until" in capsys.readouterr().err
+
+
 # ---- data --------------------------------------------------------------------------------------
 def test_windows_split_and_rank_sampler():
     cfg = DataSection(synthetic=2, synthetic_frames=20, synthetic_size=64, gaze_size=64,

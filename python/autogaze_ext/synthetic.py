@@ -32,6 +32,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .files import files_under
+
 __all__ = ["SyntheticVideos", "ImageBank", "IMAGE_EXTENSIONS", "FRAME_SIZES", "CAMERA_MOTIONS", "MOTION_WEIGHTS"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -51,16 +53,7 @@ class ImageBank:
     (3, h, w) tensors in [0, 1] with the long side capped at ``max_side``; a few stay cached."""
 
     def __init__(self, paths: Sequence[str | Path] = (), max_side: int = 1280, cache: int = 16):
-        files = []
-        for p in map(Path, paths):
-            if p.is_dir():
-                files += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS)
-            elif p.is_file():
-                files.append(p)
-            else:
-                raise FileNotFoundError(f"ImageBank: {p} is neither an image nor a folder")
-        if paths and not files:
-            raise ValueError(f"ImageBank: no image ({', '.join(IMAGE_EXTENSIONS)}) in {list(paths)}")
+        files = files_under(paths, IMAGE_EXTENSIONS, "ImageBank", "image")
         self.files = files
         self.max_side = int(max_side)
         self._cache: OrderedDict[int, torch.Tensor] = OrderedDict()

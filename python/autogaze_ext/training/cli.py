@@ -1,4 +1,4 @@
-"""``autogaze-train CONFIG.toml [section.key=value ...] [--print-config]``."""
+"""``autogaze-train CONFIG.toml [section.key=value ...] [--until STEP] [--print-config]``."""
 
 from __future__ import annotations
 
@@ -15,6 +15,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("config", nargs="?", help="TOML config file (defaults if omitted)")
     parser.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. "
                         "run.steps=10 optim.lr=1e-3 model.build.hidden_size=64")
+    parser.add_argument("--until", type=int, metavar="STEP",
+                        help="stop (and checkpoint) at this step, keeping the schedule of "
+                        "run.steps, as an interrupted run would; resume later with run.resume=true")
     parser.add_argument("--print-config", action="store_true",
                         help="print the resolved config as TOML and exit")
     args = parser.parse_args(argv)
@@ -28,6 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError, FileNotFoundError) as e:
         print(f"autogaze-train: error: {e}", file=sys.stderr)
         return 2
+    if args.until is not None and args.until < 1:
+        print(f"autogaze-train: error: --until must be a positive step, got {args.until}",
+              file=sys.stderr)
+        return 2
     if args.print_config:
         print(to_toml(cfg))
         return 0
@@ -35,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
 
     trainer = Trainer(cfg)
     try:
-        trainer.train()
+        trainer.train(until=args.until)
     finally:
         trainer.close()
     return 0

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..files import files_under
 from ..preprocess import ProcessorConfig, preprocess
 from ..video import read_video, synthetic_video
 from .config import DataSection
@@ -48,17 +49,7 @@ class Window:
 
 def list_videos(paths: list) -> list[Path]:
     """Video files named directly or found (sorted, recursively) in folders."""
-    files = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in VIDEO_EXTENSIONS)
-        elif p.is_file():
-            files.append(p)
-        else:
-            raise FileNotFoundError(f"data.paths: {p} is neither a video file nor a folder")
-    if not files and paths:
-        raise ValueError(f"data.paths: no video ({', '.join(VIDEO_EXTENSIONS)}) in {paths}")
-    return files
+    return files_under(paths, VIDEO_EXTENSIONS, "data.paths", "video")
 
 
 def _views(frames: np.ndarray, processor: ProcessorConfig, gaze_size: int, task_size: int):
