@@ -13,8 +13,9 @@ def files_under(paths: Iterable[str | Path], extensions: Sequence[str], what: st
     """Files named in ``paths`` plus, for each folder, every file below it whose suffix
     (lower-cased) is in ``extensions``, folder by folder in sorted order.
 
-    ``what`` names the argument and ``noun`` the kind of file in errors: a path that is neither a file nor a folder raises
-    ``FileNotFoundError``; paths given but no file found raises ``ValueError``.
+    ``what`` names the argument and ``noun`` the kind of file in errors: a path that is neither
+    a file nor a folder raises ``FileNotFoundError``; paths given but no file found raises
+    ``ValueError``.
     """
     paths = list(paths)
     files: list[Path] = []

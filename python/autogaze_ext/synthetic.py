@@ -53,8 +53,7 @@ class ImageBank:
     (3, h, w) tensors in [0, 1] with the long side capped at ``max_side``; a few stay cached."""
 
     def __init__(self, paths: Sequence[str | Path] = (), max_side: int = 1280, cache: int = 16):
-        files = files_under(paths, IMAGE_EXTENSIONS, "ImageBank", "image")
-        self.files = files
+        self.files = files_under(paths, IMAGE_EXTENSIONS, "ImageBank", "image")
         self.max_side = int(max_side)
         self._cache: OrderedDict[int, torch.Tensor] = OrderedDict()
         self._cache_size = int(cache)

@@ -114,12 +114,16 @@ def slot_predictions(model, video: torch.Tensor, ids: torch.Tensor, frame_offset
     return scored.task_loss_prediction.float().cpu()
 
 
+def last_slots(frame_offsets: torch.Tensor) -> torch.Tensor:
+    """(B·T,) index of every frame's last slot in the packed layout (0 for an empty first frame)."""
+    return (frame_offsets[1:] - 1).clamp(min=0).cpu()
+
+
 def head_predictions(model, video: torch.Tensor, ids: torch.Tensor, frame_offsets: torch.Tensor) -> torch.Tensor:
     """(B, T) the task-loss head's prediction once every gazed slot of a frame is in (see
     :func:`slot_predictions`)."""
     B, T = video.shape[:2]
-    last = (frame_offsets[1:] - 1).clamp(min=0).cpu()
-    return slot_predictions(model, video, ids, frame_offsets)[last].view(B, T)
+    return slot_predictions(model, video, ids, frame_offsets)[last_slots(frame_offsets)].view(B, T)
 
 
 def correlation(x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
@@ -192,7 +196,7 @@ def evaluate(task, methods: Mapping, clips: Iterable[torch.Tensor], num_tokens: 
             tables[name].append(value)
         for ids, offsets in kept.values():
             every = slot_predictions(model, video, ids, offsets)
-            preds.append(every[(offsets[1:] - 1).clamp(min=0).cpu()])
+            preds.append(every[last_slots(offsets)])
             reals.append(task.frame_losses(video, ids, offsets).float().cpu().flatten())
             if hasattr(task, "prefix_losses"):          # the loss after every slot (Paint)
                 slot_preds.append(every)
