@@ -57,3 +57,59 @@ def head_loss(model: AutoGaze, rollout: dict, weight: float = 1.0):
                "pred_bias": (real - target[mask]).mean().item() if real.numel() else 0.0,
                "tokens_per_frame": ids.numel() / (b * t)}
     return loss, metrics
+
+
+# ---- closed-form fit: the head is linear in the decoder's final hidden state -------------------
+@torch.no_grad()
+def head_data(model: AutoGaze, rollout: dict) -> dict:
+    """The head's regression data of one rollout (``head_rollout``): inputs (n,D) float64, head
+    index (n,) in [0,K), targets (n,) the real loss after each slot's prefix; masked slots dropped."""
+    scored = score_rollout(model, rollout["video"], rollout["ids"], rollout["frame_offsets"],
+                           temperature=1.0, top_k=None, return_inputs=True)
+    keep = rollout["slot_mask"]
+    return {"inputs": scored.head_inputs[keep].double().cpu(),
+            "heads": scored.head_index[keep].cpu(),
+            "targets": rollout["slot_targets"][keep].double().cpu()}
+
+
+def fit_head(data: dict, weight: torch.Tensor, floor: float = 0.02,
+             ridge: float = 1e-3) -> torch.Tensor:
+    """Weighted ridge regression of the task-loss head (K,D), one output row at a time.
+
+    Row k minimises ``Σ_i ((x_i·w − y_i) / max(y_i, floor))² + ridge·n_k·‖w − w_k‖²`` over the
+    n_k samples of head k: the error is *relative* to the real loss (a requirement is met or missed
+    by a ratio, and a plain squared error lets the few large losses decide), and the fit is pulled
+    towards the current row ``w_k`` of ``weight`` (rows without samples stay as they are).
+    ``data``: ``head_data`` outputs, concatenated. Returns the new weight, float32, on ``weight``'s
+    device."""
+    if floor <= 0 or ridge < 0:
+        raise ValueError(f"fit_head: floor must be > 0 and ridge ≥ 0, got {floor}, {ridge}")
+    x, heads, y = data["inputs"].double(), data["heads"].long(), data["targets"].double()
+    n_all = x.shape[0] if x.dim() == 2 else -1
+    if n_all < 0 or x.shape[1] != weight.shape[1] or tuple(heads.shape) != (n_all,) or tuple(y.shape) != (n_all,):
+        raise ValueError(f"fit_head: inputs (n,{weight.shape[1]}), heads (n,), targets (n,) expected, "
+                         f"got {tuple(x.shape)}, {tuple(heads.shape)}, {tuple(y.shape)}")
+    if not torch.isfinite(x).all() or not torch.isfinite(y).all():
+        raise ValueError("fit_head: inputs and targets must be finite")
+    old = weight.detach().double().cpu()
+    new = old.clone()
+    eye = torch.eye(x.shape[1], dtype=torch.float64)
+    for k in range(weight.shape[0]):
+        rows = heads == k
+        n = int(rows.sum())
+        if n == 0:
+            continue
+        scale = 1.0 / y[rows].clamp(min=floor)
+        xs, ys = x[rows] * scale[:, None], y[rows] * scale
+        lhs = xs.T @ xs + ridge * n * eye
+        rhs = xs.T @ ys + ridge * n * old[k]
+        new[k] = torch.linalg.solve(lhs, rhs)
+    return new.to(weight.device, torch.float32)
+
+
+def relative_error(data: dict, weight: torch.Tensor, floor: float = 0.02) -> float:
+    """Root-mean-square of ``(prediction − real) / max(real, floor)`` of a head weight (K,D)."""
+    w = weight.detach().double().cpu()
+    pred = (data["inputs"].double() * w[data["heads"].long()]).sum(1)
+    y = data["targets"].double()
+    return float((((pred - y) / y.clamp(min=floor)) ** 2).mean().sqrt())

@@ -31,10 +31,18 @@ class PolicyScores(NamedTuple):
     """log_probs (L,): log-probability of each slot's id under the processed distribution;
     task_loss_prediction (L,): the head's prediction once slots 0..j of the frame are gazed
     (read where generation would compare it); log_dist (L,V) or None: the whole processed
-    log-distribution of each slot (``return_distribution=True``)."""
+    log-distribution of each slot (``return_distribution=True``). With ``return_inputs=True``,
+    the final hidden states the two heads read, (L,D), and which of their K outputs each slot
+    uses, (L,): gaze_inputs/gaze_index for the slot's draw (its logits are row block
+    ``gaze_index[j]`` of ``lm_head(gaze_inputs[j])``), head_inputs/head_index for its task-loss
+    prediction (``task_loss_prediction[j] = head.weight[head_index[j]] · head_inputs[j]``)."""
     log_probs: torch.Tensor
     task_loss_prediction: torch.Tensor
     log_dist: torch.Tensor | None
+    gaze_inputs: torch.Tensor | None = None
+    gaze_index: torch.Tensor | None = None
+    head_inputs: torch.Tensor | None = None
+    head_index: torch.Tensor | None = None
 
 
 def _sequence(vision_b, ids, offs, frames, k, decoder):
@@ -85,12 +93,15 @@ def _sequence(vision_b, ids, offs, frames, k, decoder):
 
 def score_rollout(model: AutoGaze, video: torch.Tensor, ids: torch.Tensor,
                   frame_offsets: torch.Tensor, temperature: float = 1.0,
-                  top_k: int | None = TOP_K, return_distribution: bool = False) -> PolicyScores:
+                  top_k: int | None = TOP_K, return_distribution: bool = False,
+                  return_inputs: bool = False) -> PolicyScores:
     """Differentiable log-probabilities of a rollout under the sampler's own distribution.
 
     video (B,T,3,H,W) preprocessed; ids (L,) frame-local ids and frame_offsets (B·T+1,) as in
     ``GazeOutput`` (padding-free). temperature/top_k: the sampler's settings (greedy generation:
-    ``temperature=1, top_k=None``, which leaves the masks only). Returns ``PolicyScores``.
+    ``temperature=1, top_k=None``, which leaves the masks only). return_distribution /
+    return_inputs: also return the per-slot distributions / the heads' inputs.
+    Returns ``PolicyScores``.
     Exact when the rollout has no pad slots (see the module docstring).
     """
     video = model._check_video(video)
@@ -155,7 +166,11 @@ def score_rollout(model: AutoGaze, video: torch.Tensor, ids: torch.Tensor,
         scores = scores.masked_fill(scores < kth, float("-inf"))
     log_dist = scores.log_softmax(-1)
     log_probs = log_dist.gather(1, ids.to(dev)[:, None]).squeeze(1)
-    return PolicyScores(log_probs, loss_pred, log_dist if return_distribution else None)
+    inputs = ()
+    if return_inputs:
+        states = flat[unique].detach()
+        inputs = (states[inv_src], head, states[inv_next], nhead)
+    return PolicyScores(log_probs, loss_pred, log_dist if return_distribution else None, *inputs)
 
 
 def packed_to_padded(values: torch.Tensor, frame_offsets: torch.Tensor, batch: int, frames: int,
