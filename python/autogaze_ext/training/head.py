@@ -85,8 +85,8 @@ def fit_head(data: dict, weight: torch.Tensor, floor: float = 0.02,
     if floor <= 0 or ridge < 0:
         raise ValueError(f"fit_head: floor must be > 0 and ridge ≥ 0, got {floor}, {ridge}")
     x, heads, y = data["inputs"].double(), data["heads"].long(), data["targets"].double()
-    n_all = x.shape[0] if x.dim() == 2 else -1
-    if n_all < 0 or x.shape[1] != weight.shape[1] or tuple(heads.shape) != (n_all,) or tuple(y.shape) != (n_all,):
+    n = x.shape[0] if x.dim() == 2 else -1
+    if n < 0 or x.shape[1] != weight.shape[1] or tuple(heads.shape) != (n,) or tuple(y.shape) != (n,):
         raise ValueError(f"fit_head: inputs (n,{weight.shape[1]}), heads (n,), targets (n,) expected, "
                          f"got {tuple(x.shape)}, {tuple(heads.shape)}, {tuple(y.shape)}")
     if not torch.isfinite(x).all() or not torch.isfinite(y).all():

@@ -84,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         if not cfg.model.init:
             raise ValueError("model.init: the model whose head is refitted must be given")
         if args.batches < 1 or args.holdout < 0:
-            raise ValueError(f"--batches must be ≥ 1 and --holdout ≥ 0, got {args.batches}, {args.holdout}")
+            raise ValueError(f"--batches must be ≥ 1 and --holdout ≥ 0, got {args.batches}, "
+                             f"{args.holdout}")
         if args.floor <= 0 or ridge < 0 or args.temperature <= 0 or args.iterations < 1:
             raise ValueError(f"--floor and --temperature must be > 0, --ridge ≥ 0 and --iterations ≥ 1, "
                              f"got {args.floor}, {args.temperature}, {ridge}, {args.iterations}")
