@@ -144,7 +144,8 @@ def score_rollout(model: AutoGaze, video: torch.Tensor, ids: torch.Tensor,
         src, head, nsrc, nhead = (torch.cat(v).to(dev) for v in (src, head, nsrc, nhead))
         flat = hidden.reshape(batch * length, -1)
         unique, inverse = torch.unique(torch.cat((src, nsrc)), return_inverse=True)
-        logits_u, loss_u = decoder.heads(flat[unique])  # (U,K,V), (U,K) float32
+        states = flat[unique]
+        logits_u, loss_u = decoder.heads(states)  # (U,K,V), (U,K) float32
         inv_src, inv_next = inverse[: src.numel()], inverse[src.numel():]
         logits = logits_u[inv_src, head]  # (L,V)
         loss_pred = loss_u[inv_next, nhead]
@@ -168,7 +169,7 @@ def score_rollout(model: AutoGaze, video: torch.Tensor, ids: torch.Tensor,
     log_probs = log_dist.gather(1, ids.to(dev)[:, None]).squeeze(1)
     inputs = ()
     if return_inputs:
-        states = flat[unique].detach()
+        states = states.detach()
         inputs = (states[inv_src], head, states[inv_next], nhead)
     return PolicyScores(log_probs, loss_pred, log_dist if return_distribution else None, *inputs)
 

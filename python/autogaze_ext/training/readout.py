@@ -14,6 +14,7 @@ import torch
 
 from ..model import AutoGaze
 from .algorithms import rollout_labels
+from .losses import soft_targets
 from .policy import score_rollout
 
 
@@ -52,8 +53,8 @@ def _logits(data: dict, blocks: torch.Tensor) -> torch.Tensor:
 
 
 def _targets(gains: torch.Tensor, temperature: float) -> torch.Tensor:
-    """softmax(gain / (τ·best)) over the allowed candidates (0 where masked)."""
-    return torch.softmax(gains / temperature, dim=1).nan_to_num(0.0)
+    """NTP's soft targets (``losses.soft_targets``) of the relative gains (n,V); 0 where masked."""
+    return soft_targets(gains, temperature, gains.shape[1]).nan_to_num(0.0)
 
 
 def pick_quality(data: dict, weight: torch.Tensor, k: int) -> float:
