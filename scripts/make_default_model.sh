@@ -65,6 +65,9 @@ FINAL=runs/dagger8c/checkpoint_latest
 #  and a closed-form refit of the task-loss head, refit head configs/default_model_head.toml
 #  --batches 100: last-slot Spearman 0.64 -> 0.61, and at R = 0.1 frames within ±30 % of R
 #  48 % -> 18 %.)
+# (Also tried and not used: a stage 1d from the bundled v3 weights, lr 1.5e-4 on 2500 steps,
+#  the rest as 1c with data.synthetic_seed=14: validation loss 0.0873 -> 0.0858 at its best
+#  (step 1750), but patches needed 74.1 -> 74.0 and last-slot Spearman 0.65 -> 0.57.)
 
 # 2. export: bf16 weights, inference defaults: gazing ratio 0.3 and no task-loss requirement
 #    (the head does not yet stop frames where the real loss meets one: docs/evaluation.md)

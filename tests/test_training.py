@@ -425,3 +425,16 @@ def test_task_outputs_duck_typed_task():
 
     with pytest.raises(TypeError, match="frames"):
         task_outputs(Broken(), video, ids, offs)
+
+
+def test_cli_minutes_stops_at_the_wall_time_and_checkpoints(tiny_toml, tmp_path, capsys):
+    args = [str(tiny_toml), "run.steps=50", "run.val_interval=0", "run.save_interval=0"]
+    # a deadline already past when the first step ends: the run stops there and checkpoints
+    assert cli.main([*args, f"run.out={tmp_path / 'short'}", "--minutes", "1e-9"]) == 0
+    state = torch.load(tmp_path / "short" / "checkpoint_latest" / "trainer_state.pt",
+                       weights_only=False)
+    assert state["step"] == 1
+    assert "wall time reached at step 1" in capsys.readouterr().out
+    for bad in ("0", "-1", "nan"):
+        assert cli.main([*args, f"run.out={tmp_path / 'bad'}", "--minutes", bad]) == 2
+        assert "--minutes" in capsys.readouterr().err

@@ -104,3 +104,39 @@ def test_synthetic_video_is_deterministic_and_moving():
     assert np.array_equal(video, synthetic_video(8, 64, 80, seed=1))
     assert not np.array_equal(video, synthetic_video(8, 64, 80, seed=2))
     assert all(not np.array_equal(video[t], video[t + 1]) for t in range(7))
+
+
+@pytest.fixture
+def without_pyav(monkeypatch):
+    """``import av`` fails, as on a machine with OpenCV and no PyAV."""
+    import sys
+    monkeypatch.setitem(sys.modules, "av", None)
+
+
+@pytest.mark.parametrize("start,num_frames,stride", [(0, None, 1), (5, 7, 3), (60, 10, 1)])
+def test_opencv_fallback_decodes_like_pyav(clip, without_pyav, start, num_frames, stride):
+    pytest.importorskip("cv2", reason="OpenCV not installed (pip install opencv-python-headless)")
+    frames = read_video(example_clip_path(), start, num_frames, stride)
+    expected = clip[start::stride][:num_frames]
+    assert frames.shape == expected.shape and frames.dtype == np.uint8
+    # both decode with FFmpeg; allow for a different YUV -> RGB rounding
+    assert np.abs(frames.astype(np.int16) - expected).mean() < 1.0
+
+
+def test_opencv_fallback_errors_name_the_file(tmp_path, without_pyav):
+    pytest.importorskip("cv2", reason="OpenCV not installed (pip install opencv-python-headless)")
+    with pytest.raises(FileNotFoundError, match="nope.mp4"):
+        read_video(tmp_path / "nope.mp4")
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(b"not a video" * 100)
+    with pytest.raises(ValueError, match="garbage.mp4"):
+        read_video(garbage)
+    with pytest.raises(ValueError, match="no frame at index 500"):
+        read_video(example_clip_path(), 500)
+
+
+def test_no_decoder_says_what_to_install(monkeypatch, without_pyav):
+    import sys
+    monkeypatch.setitem(sys.modules, "cv2", None)
+    with pytest.raises(ImportError, match="pip install av"):
+        read_video(example_clip_path())

@@ -1,4 +1,4 @@
-"""``autogaze-train CONFIG.toml [section.key=value ...] [--until STEP] [--print-config]``."""
+"""``autogaze-train CONFIG.toml [section.key=value ...] [--until STEP] [--minutes M] [--print-config]``."""
 
 from __future__ import annotations
 
@@ -18,6 +18,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--until", type=int, metavar="STEP",
                         help="stop (and checkpoint) at this step, keeping the schedule of "
                         "run.steps, as an interrupted run would; resume later with run.resume=true")
+    parser.add_argument("--minutes", type=float, metavar="M",
+                        help="stop (and checkpoint) at the first step that ends after M minutes of "
+                        "wall time, like --until; for machines lent for a fixed time")
     parser.add_argument("--print-config", action="store_true",
                         help="print the resolved config as TOML and exit")
     args = parser.parse_args(argv)
@@ -35,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"autogaze-train: error: --until must be a positive step, got {args.until}",
               file=sys.stderr)
         return 2
+    if args.minutes is not None and not args.minutes > 0:
+        print(f"autogaze-train: error: --minutes must be > 0, got {args.minutes}", file=sys.stderr)
+        return 2
     if args.print_config:
         print(to_toml(cfg))
         return 0
@@ -42,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
 
     trainer = Trainer(cfg)
     try:
-        trainer.train(until=args.until)
+        trainer.train(until=args.until, minutes=args.minutes)
     finally:
         trainer.close()
     return 0

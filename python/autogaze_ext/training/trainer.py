@@ -23,6 +23,7 @@ import os
 import random
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -397,11 +398,13 @@ class Trainer:
         else:
             print(("\n" if sys.stdout.isatty() else "") + line, flush=True)
 
-    def train(self, until: int | None = None) -> dict:
-        """Run until ``run.steps`` optimizer steps (or stop and checkpoint at step ``until``,
-        as an interrupted run would); returns the last metrics."""
+    def train(self, until: int | None = None, minutes: float | None = None) -> dict:
+        """Run until ``run.steps`` optimizer steps (or stop and checkpoint at step ``until``, or
+        at the first step that ends after ``minutes`` of wall time, as an interrupted run would);
+        returns the last metrics."""
         run = self.cfg.run
         stop = run.steps if until is None else min(until, run.steps)
+        deadline = None if minutes is None else time.monotonic() + 60.0 * minutes
         if self.rank == 0:
             print(f"[autogaze-train] {self.cfg.algorithm.name} world_size={self.world} "
                   f"device={self.device} train_windows={len(self.data.train)} "
@@ -417,6 +420,11 @@ class Trainer:
                 self.log(metrics)
             if run.save_interval and self.step % run.save_interval == 0:
                 self.save()
+            if deadline is not None and self._past(deadline):
+                if self.rank == 0:
+                    print(f"[autogaze-train] {minutes:g} min of wall time reached at step "
+                          f"{self.step}", flush=True)
+                break
         self.save()
         digest = parameter_hash(self.model)
         (self.out / f"param_hash_rank{self.rank}.txt").write_text(digest + "\n")
@@ -426,6 +434,14 @@ class Trainer:
         if self.writer is not None:
             self.writer.close()
         return metrics
+
+    def _past(self, deadline: float) -> bool:
+        """Whether rank 0's clock has passed ``deadline`` (every rank gets rank 0's answer, so
+        all ranks stop at the same step)."""
+        flag = torch.tensor([float(time.monotonic() > deadline)], device=self.device)
+        if self.world > 1:
+            dist.broadcast(flag, 0)
+        return bool(flag.item())
 
     def close(self) -> None:
         if self.world > 1 and dist.is_initialized():
