@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -23,12 +25,17 @@ def _import_av() -> Any:
     return av
 
 
-def _open(path: str | os.PathLike) -> Any:
-    """Open ``path`` with PyAV, with errors that name the path."""
-    av = _import_av()
+def _existing_file(path: str | os.PathLike) -> str:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"video file not found: {path!r}")
+    return path
+
+
+def _open(path: str | os.PathLike) -> Any:
+    """Open ``path`` with PyAV, with errors that name the path."""
+    av = _import_av()
+    path = _existing_file(path)
     try:
         container = av.open(path)
     except av.error.FFmpegError as e:
@@ -89,27 +96,39 @@ def read_video(
     stop = None if num_frames is None else start + (num_frames - 1) * stride + 1
 
     try:
-        import av  # noqa: F401
+        _import_av()
+        decoded, to_rgb = _pyav_frames(path), _pyav_rgb
     except ImportError:
-        if _has_opencv():
-            return _read_with_opencv(path, start, stop, stride)
-    av = _import_av()
+        if not _has_opencv():
+            raise
+        decoded, to_rgb = _opencv_frames(path), _opencv_rgb
     frames = []
-    with _open(path) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        # Decoding from the start (no seeking) keeps frame indices exact.
-        try:
-            for index, frame in enumerate(container.decode(stream)):
-                if stop is not None and index >= stop:
-                    break
-                if index >= start and (index - start) % stride == 0:
-                    frames.append(frame.to_ndarray(format="rgb24"))
-        except av.error.FFmpegError as e:
-            raise ValueError(f"cannot decode video {os.fspath(path)!r}: {e}") from e
+    # Decoding from the start (no seeking) keeps frame indices exact.
+    with contextlib.closing(decoded):
+        for index, frame in enumerate(decoded):
+            if stop is not None and index >= stop:
+                break
+            if index >= start and (index - start) % stride == 0:
+                frames.append(to_rgb(frame))
     if not frames:
         raise ValueError(f"video {os.fspath(path)!r} has no frame at index {start} (start)")
     return np.stack(frames)
+
+
+def _pyav_frames(path) -> Iterator[Any]:
+    """The decoded PyAV frames of ``path``, in order; decoding errors name the path."""
+    av = _import_av()
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        try:
+            yield from container.decode(stream)
+        except av.error.FFmpegError as e:
+            raise ValueError(f"cannot decode video {os.fspath(path)!r}: {e}") from e
+
+
+def _pyav_rgb(frame) -> np.ndarray:
+    return frame.to_ndarray(format="rgb24")
 
 
 def _has_opencv() -> bool:
@@ -120,32 +139,29 @@ def _has_opencv() -> bool:
     return True
 
 
-def _read_with_opencv(path, start: int, stop: int | None, stride: int) -> np.ndarray:
-    """``read_video`` through OpenCV's FFmpeg backend, for machines with OpenCV and no PyAV (a
-    GPU image, say). Frame indices are the same (decoded from the start); pixels may differ
-    from PyAV's by its own YUV → RGB rounding, so exact comparisons with the official outputs
-    need PyAV."""
+def _opencv_frames(path) -> Iterator[np.ndarray]:
+    """The decoded BGR frames of ``path`` through OpenCV's FFmpeg backend, for machines with
+    OpenCV and no PyAV (a GPU image, say). Frame indices are PyAV's; pixels may differ from
+    PyAV's by its own YUV → RGB rounding, so exact comparisons with the official outputs need
+    PyAV."""
     import cv2
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"video file not found: {path!r}")
+    path = _existing_file(path)
     capture = cv2.VideoCapture(path)
     if not capture.isOpened():
         raise ValueError(f"cannot read video {path!r} (OpenCV)")
-    frames, index = [], 0
     try:
-        while stop is None or index < stop:
+        while True:
             ok, frame = capture.read()
             if not ok:
-                break
-            if index >= start and (index - start) % stride == 0:
-                frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
-            index += 1
+                return
+            yield frame
     finally:
         capture.release()
-    if not frames:
-        raise ValueError(f"video {path!r} has no frame at index {start} (start)")
-    return np.stack(frames)
+
+
+def _opencv_rgb(frame: np.ndarray) -> np.ndarray:
+    import cv2
+    return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
 
 
 def write_video(path: str | os.PathLike, frames: Any, fps: int = 25) -> None:
