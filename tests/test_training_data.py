@@ -14,7 +14,7 @@ from autogaze_ext.training.config import load_config
 from autogaze_ext.training.head import head_loss, head_rollout
 from autogaze_ext.training.labels import LabelStore
 from autogaze_ext.training.losses import soft_label_loss, soft_targets
-from autogaze_ext.training.stream import TrainStream, batches
+from autogaze_ext.training.stream import TrainStream, apply_freeze, batches, freeze_span
 from autogaze_ext.training.trainer import Trainer
 
 from test_training import TINY_TOML, cpu_training_settings  # noqa: F401  (fixture)
@@ -60,6 +60,47 @@ def test_stream_is_a_pure_function_of_the_draw(tiny):
     assert any(k.startswith("synthetic:") for k in keys)
     assert not any("synthetic:" in f.read_text() for f in files)
     assert {(f.read_text().count('"key"'),) for f in files} == {(1,)} and len(files) >= len(real)
+
+
+def test_freeze_spans_are_seeded_and_hold_one_frame():
+    spans = [freeze_span(g, seed=3, fraction=0.4, frames=8) for g in range(400)]
+    assert spans == [freeze_span(g, seed=3, fraction=0.4, frames=8) for g in range(400)]
+    frozen = [s for s in spans if s is not None]
+    assert 0.3 < len(frozen) / len(spans) < 0.5
+    assert all(1 <= a < b <= 8 for a, b in frozen)
+    assert {b - a for a, b in frozen} >= {1, 7} and {a for a, _ in frozen} == set(range(1, 8))
+    assert freeze_span(5, 3, 0.0, 8) is None and freeze_span(5, 3, 1.0, 1) is None
+    video = torch.randn(8, 3, 4, 4)
+    held = apply_freeze(video, (2, 5))
+    assert torch.equal(held[2:5], video[1].expand(3, 3, 4, 4))
+    assert torch.equal(held[:2], video[:2]) and torch.equal(held[5:], video[5:])
+    assert apply_freeze(video, None) is video and not torch.equal(video[2], video[1])
+
+
+def test_stream_freezes_its_share_of_draws_and_keeps_the_rest(tiny):
+    plain = Trainer(tiny(*SYNTH)).stream
+    stream = Trainer(tiny(*SYNTH, "data.freeze_fraction=0.5")).stream
+    seen = 0
+    for g in range(12):
+        a, b = plain.clip(g)[0], stream.clip(g)[0]
+        span = freeze_span(g, stream.cfg.run.seed, 0.5, a["video"].shape[0])
+        if span is None:
+            assert b["key"] == a["key"] and torch.equal(b["video"], a["video"])
+            continue
+        seen += 1
+        start, stop = span
+        assert b["key"] == f"{a['key']}:freeze{start}-{stop}"  # its own cached labels
+        for view in ("video", "video_for_task"):
+            assert torch.equal(b[view], apply_freeze(a[view], span))
+            assert (b[view][start:stop] == b[view][start - 1]).all()
+    assert 0 < seen < 12
+    # a frozen clip gets its own oracle labels: every frame, held ones included, has some
+    batch = next(stream.batch(p) for p in range(12) if any(":freeze" in k for k in stream.batch(p)["keys"]))
+    counts = batch["labels"]["frame_offsets"].diff().view(len(batch["keys"]), -1)
+    assert (counts >= 1).all()
+    for bad in ("data.freeze_fraction=-0.1", "data.freeze_fraction=1.5", "data.freeze_fraction=nan"):
+        with pytest.raises(ValueError, match="freeze_fraction"):
+            tiny(bad)
 
 
 def test_all_synthetic_needs_no_video_and_val_paths_stay_out_of_training(tiny, tmp_path):

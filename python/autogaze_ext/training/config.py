@@ -44,6 +44,9 @@ class DataSection:
     synthetic_images: list = field(default_factory=list)  # still-image files or folders
     synthetic_seed: int = 0
     synthetic_max_side: int = 640  # frame sizes (FRAME_SIZES) with a longer side are not drawn
+    # this fraction of all training draws (real or synthetic) gets a *freeze*: one frame held for
+    # a random span, frames identical to the previous one, as in a paused video or a slide
+    freeze_fraction: float = 0.0
     workers: int = 0  # 1: prepare batches (clips, labels) one step ahead in a worker process
 
 
@@ -160,6 +163,8 @@ class TrainConfig:
                 raise ValueError(f"{section}.{key} must be >= 1")
         if not 0 <= self.data.synthetic_fraction <= 1:
             raise ValueError("data.synthetic_fraction must be in [0, 1]")
+        if not 0 <= self.data.freeze_fraction <= 1:
+            raise ValueError("data.freeze_fraction must be in [0, 1]")
         if not self.data.paths and self.data.synthetic < 1 and self.data.synthetic_fraction < 1:
             raise ValueError("data: give data.paths (videos or folders), data.synthetic > 0 or "
                              "data.synthetic_fraction = 1")

@@ -4,7 +4,8 @@ Draw ``g`` of the run (``g = local_draw · world_size + rank``) is decided by a 
 ``g`` alone: with probability ``data.synthetic_fraction`` it is synthetic clip ``g`` of
 :class:`~autogaze_ext.synthetic.SyntheticVideos` (never seen before, so the stream never
 repeats), otherwise real window ``RankSampler`` position ``g`` (a seeded permutation per epoch).
-Its label budget is drawn from ``algorithm.label_ratios`` the same way. Every draw is therefore a
+Its label budget is drawn from ``algorithm.label_ratios`` the same way, and so is, with
+probability ``data.freeze_fraction``, a *freeze* (:func:`freeze_span`). Every draw is therefore a
 pure function of ``g``: resuming needs only the number of draws consumed, and the clips of a
 batch can be prepared ahead in a worker process (``data.workers = 1``), labels included, while
 the trainer computes the previous step.
@@ -20,6 +21,33 @@ import torch
 from ..synthetic import FRAME_SIZES, SyntheticVideos
 from .config import TrainConfig
 from .data import ClipDataset, RankSampler, _views
+
+
+def freeze_span(g: int, seed: int, fraction: float, frames: int) -> tuple[int, int] | None:
+    """The freeze of draw ``g``: ``(start, stop)`` such that frames ``start … stop − 1`` repeat
+    frame ``start − 1`` (1 ≤ start < stop ≤ frames), or None (probability ``1 − fraction``).
+
+    Real video rarely holds a frame exactly (a paused player, a slide, a dropped frame) and the
+    synthetic clips almost never do, yet a frame identical to the previous one should cost one
+    token; the span runs from a single repeated frame to the rest of the clip.
+    """
+    if fraction <= 0 or frames < 2:
+        return None
+    rng = np.random.default_rng([seed, int(g), 0xF2E])  # its own stream: other draws unchanged
+    if rng.random() >= fraction:
+        return None
+    start = int(rng.integers(1, frames))
+    return start, int(rng.integers(start + 1, frames + 1))
+
+
+def apply_freeze(frames: torch.Tensor, span: tuple[int, int] | None) -> torch.Tensor:
+    """(T, …) frames with ``span`` held (see :func:`freeze_span`); a new tensor when frozen."""
+    if span is None:
+        return frames
+    start, stop = span
+    out = frames.clone()
+    out[start:stop] = frames[start - 1]
+    return out
 
 
 class TrainStream:
@@ -53,11 +81,21 @@ class TrainStream:
     def clip(self, g: int) -> tuple[dict, float]:
         kind, index, ratio = self.draw(g)
         if kind == "real":
-            return self.data.clip(self.data.train[index]), ratio
-        frames = self.synthetic.clip(index)
-        gaze, task = _views(frames, self.data.processor, self.cfg.data.gaze_size, self.data.task_size)
-        return {"video": gaze, "video_for_task": task,
-                "key": f"synthetic:{self.cfg.data.synthetic_seed}:{index}"}, ratio
+            clip = self.data.clip(self.data.train[index])
+        else:
+            frames = self.synthetic.clip(index)
+            gaze, task = _views(frames, self.data.processor, self.cfg.data.gaze_size,
+                                self.data.task_size)
+            clip = {"video": gaze, "video_for_task": task,
+                    "key": f"synthetic:{self.cfg.data.synthetic_seed}:{index}"}
+        span = freeze_span(g, self.cfg.run.seed, self.cfg.data.freeze_fraction,
+                           clip["video"].shape[0])
+        if span is not None:
+            same = clip["video_for_task"] is clip["video"]
+            clip["video"] = apply_freeze(clip["video"], span)
+            clip["video_for_task"] = clip["video"] if same else apply_freeze(clip["video_for_task"], span)
+            clip["key"] += f":freeze{span[0]}-{span[1]}"  # its own oracle labels
+        return clip, ratio
 
     def batch(self, position: int) -> dict:
         """Batch number ``position`` of this rank: video (B,T,3,Hg,Wg), video_for_task
