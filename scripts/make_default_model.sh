@@ -68,6 +68,8 @@ FINAL=runs/dagger8c/checkpoint_latest
 # (Also tried and not used: a stage 1d from the bundled v3 weights, lr 1.5e-4 on 2500 steps,
 #  the rest as 1c with data.synthetic_seed=14: validation loss 0.0873 -> 0.0858 at its best
 #  (step 1750), but patches needed 74.1 -> 74.0 and last-slot Spearman 0.65 -> 0.57.)
+# (And a stage from v3 with data.freeze_fraction=0.3, lr 1.5e-4 on 1900 steps, data.synthetic_seed=16:
+#  at R = 0.1, frames within ±30 % 47.8 % -> 42 %, frozen frames' tokens 16.8 % -> 20.7 % of N.)
 
 # 2. export: bf16 weights, inference defaults: gazing ratio 0.3 and no task-loss requirement
 #    (the head does not yet stop frames where the real loss meets one: docs/evaluation.md)
