@@ -91,9 +91,8 @@ class TrainStream:
         span = freeze_span(g, self.cfg.run.seed, self.cfg.data.freeze_fraction,
                            clip["video"].shape[0])
         if span is not None:
-            same = clip["video_for_task"] is clip["video"]
-            clip["video"] = apply_freeze(clip["video"], span)
-            clip["video_for_task"] = clip["video"] if same else apply_freeze(clip["video_for_task"], span)
+            for view in ("video", "video_for_task"):
+                clip[view] = apply_freeze(clip[view], span)
             clip["key"] += f":freeze{span[0]}-{span[1]}"  # its own oracle labels
         return clip, ratio
 
