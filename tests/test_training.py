@@ -259,6 +259,25 @@ def test_policy_scores_are_the_sampler_distribution():
     assert model.gazing_model.gaze_decoder.lm_head.weight.grad.abs().sum() > 0
 
 
+def test_policy_scores_keep_the_drawn_id_under_a_narrower_top_k():
+    """A pass that ranks an id below the k-th (here: scored with top-5 after a top-50 draw; in
+    training, bf16 rounding) still gives it a finite log-probability; the other ids are cut."""
+    model = random_model(small_config(scales="32+64+112"), seed=3)
+    video = random_video(2, 3, 64, seed=1)
+    out = model(video, gazing_ratio=0.5, do_sample=True, temperature=3.0,
+                generator=torch.Generator().manual_seed(5))
+    full = score_rollout(model, video, out["ids"], out["frame_offsets"], temperature=3.0,
+                         top_k=None, return_distribution=True)
+    narrow = score_rollout(model, video, out["ids"], out["frame_offsets"], temperature=3.0,
+                           top_k=5, return_distribution=True)
+    in_top5 = (full.log_dist > full.log_dist.gather(1, out["ids"][:, None])).sum(1) < 5
+    assert not bool(in_top5.all())  # some draws lie outside the top 5
+    assert torch.isfinite(narrow.log_probs).all()
+    kept = (narrow.log_dist > float("-inf")).sum(-1)
+    assert torch.equal(kept, torch.where(in_top5, 5, 6))
+    assert bool((narrow.log_probs >= full.log_probs - 1e-6).all())
+
+
 # ---- NTP / GRPO steps -------------------------------------------------------------------------
 def test_ntp_steps_decrease_loss(tmp_path):
     torch.manual_seed(0)

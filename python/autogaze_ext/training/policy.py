@@ -102,7 +102,9 @@ def score_rollout(model: AutoGaze, video: torch.Tensor, ids: torch.Tensor,
     ``temperature=1, top_k=None``, which leaves the masks only). return_distribution /
     return_inputs: also return the per-slot distributions / the heads' inputs.
     Returns ``PolicyScores``.
-    Exact when the rollout has no pad slots (see the module docstring).
+    Exact when the rollout has no pad slots (see the module docstring). The slot's own id is
+    never cut by top-k, so its log-probability stays finite when this pass rounds differently
+    from the sampler's.
     """
     video = model._check_video(video)
     decoder = model.gazing_model.gaze_decoder
@@ -164,7 +166,11 @@ def score_rollout(model: AutoGaze, video: torch.Tensor, ids: torch.Tensor,
         scores = scores / temperature
     if top_k is not None and top_k < vocab:
         kth = scores.detach().topk(top_k, dim=-1).values[:, -1:]
-        scores = scores.masked_fill(scores < kth, float("-inf"))
+        # the drawn id always stays: in exact float32 it is among the top k anyway, but a pass
+        # in other precision (bf16 autocast of training) can round it just below the k-th score,
+        # and a −inf log-probability would turn the GRPO loss into nan
+        drawn = F.one_hot(ids.to(dev), vocab).bool()
+        scores = scores.masked_fill((scores < kth) & ~drawn, float("-inf"))
     log_dist = scores.log_softmax(-1)
     log_probs = log_dist.gather(1, ids.to(dev)[:, None]).squeeze(1)
     inputs = ()
