@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..progress import Progress
 from .common import (UsageError, _check_ratio_and_loss, _check_video_file, _frames_arg,
                      _load_model, _model_args, _model_ref, _open_video, _or_default,
                      _pick_device, _pix_fmt_notes, _sync, _to_cpu)
@@ -163,33 +164,7 @@ def _check_frames_for_model(frames, source: dict, model) -> list[str]:
     return notes
 
 
-class _Progress:
-    """One stderr line per chunk batch (tqdm when installed and stderr is a terminal)."""
-
-    def __init__(self, total: int, quiet: bool):
-        self.total, self.done, self.quiet, self.bar = total, 0, quiet, None
-        if not quiet and sys.stderr.isatty():
-            try:
-                from tqdm import tqdm
-
-                self.bar = tqdm(total=total, unit="frame", desc="gaze", file=sys.stderr)
-            except ImportError:
-                pass
-
-    def update(self, n: int, seconds: float) -> None:
-        self.done += n
-        if self.bar is not None:
-            self.bar.update(n)
-        elif not self.quiet:
-            print(f"gaze    {self.done}/{self.total} frames ({100 * self.done / self.total:.0f}%), "
-                  f"{seconds:.2f} s", file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-def _gaze_in_spans(frames, model, args, device: str, progress: _Progress):
+def _gaze_in_spans(frames, model, args, device: str, progress: Progress):
     """``gaze()`` span by span (``batch_size`` 16-frame chunks each, as gaze() batches them
     itself) so progress can be shown; returns per-span results on the CPU."""
     import torch
@@ -208,7 +183,8 @@ def _gaze_in_spans(frames, model, args, device: str, progress: _Progress):
                                      **_target_kwargs(args))
             _sync(device)
             parts.append(_to_cpu(part))
-            progress.update(min(span, len(frames) - first), time.perf_counter() - clock)
+            progress.update(min(span, len(frames) - first),
+                            f"{time.perf_counter() - clock:.2f} s")
     return parts
 
 
@@ -274,7 +250,7 @@ def _run_gaze_dir(args: argparse.Namespace, model_ref: str, device: str) -> int:
         print(f"autogaze: note: {note}", file=sys.stderr)
 
     clock = time.perf_counter()
-    progress = _Progress(len(frames), args.quiet)
+    progress = Progress(len(frames), "gaze", "frame", quiet=args.quiet)
     try:
         parts = _gaze_in_spans(frames, model, args, device, progress)
     finally:

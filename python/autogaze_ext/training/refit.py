@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from ..progress import Progress
 from .config import load_config
 from .data import ClipDataset
 from .head import fit_head, head_data, head_rollout, relative_error
@@ -32,28 +33,15 @@ from .stream import TrainStream
 from .trainer import build_model, build_task, task_frame_size
 
 
-def _progress(positions: range, desc: str):
-    try:
-        from tqdm import tqdm
-        return tqdm(positions, desc=desc, unit="batch", file=sys.stderr)
-    except ImportError:  # tqdm is optional
-        return _lines(positions, desc)
-
-
-def _lines(positions: range, desc: str):
-    for i, position in enumerate(positions):
-        if i % 25 == 0:
-            print(f"{desc}: batch {i}/{len(positions)}", file=sys.stderr)
-        yield position
-
-
 def collect(one, model, stream: TrainStream, positions: range, desc: str) -> dict:
     """``one(batch, position) -> dict of tensors`` over the batches at ``positions``, concatenated."""
     parts = []
-    for position in _progress(positions, desc):
-        batch = stream.batch(position)
-        batch = {k: v.to(model.device) if torch.is_tensor(v) else v for k, v in batch.items()}
-        parts.append(one(batch, position))
+    with Progress(len(positions), desc, "batch", every=25) as progress:
+        for position in positions:
+            batch = stream.batch(position)
+            batch = {k: v.to(model.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+            parts.append(one(batch, position))
+            progress.update()
     return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
 
