@@ -395,6 +395,30 @@ def test_threshold_report_counts_within_static_and_change():
         threshold_report(model, task, [video], requirement=0.0, ratio=0.5)
 
 
+def test_cut_on_real_loss_stops_at_the_first_prefix_that_meets_it(model, paint, video):
+    from autogaze_ext.evaluation.threshold import cut_on_real_loss
+    out = model(video, gazing_ratio=0.5)
+    ids, offs = out["ids"], out["frame_offsets"]
+    requirement = float(paint.prefix_losses(video, ids, offs).median())
+    cut_ids, cut_offs = cut_on_real_loss(paint, video, ids, offs, requirement)
+    counts, full = cut_offs.diff(), offs.diff()
+    assert bool((counts >= 1).all()) and bool((counts <= full).all()) and bool((counts < full).any())
+    # frames are cut, not reordered; then, painted over the cut frames before them, each frame's
+    # last kept slot meets the requirement (unless it kept every id) and no earlier slot does
+    losses = paint.prefix_losses(video, cut_ids, cut_offs)
+    for f in range(counts.numel()):
+        lo, n = int(cut_offs[f]), int(counts[f])
+        assert torch.equal(cut_ids[lo:lo + n], ids[int(offs[f]):int(offs[f]) + n])
+        mine = losses[lo:lo + n]
+        assert not bool((mine[:-1] <= requirement).any())
+        if n < int(full[f]):
+            assert float(mine[-1]) <= requirement
+    # a requirement every prefix meets keeps one id per frame; one none meets keeps them all
+    assert cut_on_real_loss(paint, video, ids, offs, 1e9)[1].diff().tolist() == [1] * counts.numel()
+    same_ids, same_offs = cut_on_real_loss(paint, video, ids, offs, 0.0)
+    assert torch.equal(same_ids, ids) and torch.equal(same_offs, offs)
+
+
 def test_cli_spread_and_static_clips(tmp_path, model_dir):
     from autogaze_ext.video import write_video
     clip = tmp_path / "clip.mp4"
@@ -402,7 +426,7 @@ def test_cli_spread_and_static_clips(tmp_path, model_dir):
     out = tmp_path / "eval"
     argv = ["--model", str(model_dir), "--videos", str(clip), "--frames", "4", "--clips", "3",
             "--spread", "--static-clips", "--methods", "model", "random", "--ratios", "0.5",
-            "--requirement", "0.3", "--requirement-ratio", "0.5", "--out", str(out)]
+            "--requirement", "0.3", "--requirement-ratio", "0.5", "--stop-bound", "--out", str(out)]
     assert main(argv) == 0
     res = json.loads((out / "results.json").read_text())
     names = [row["name"] for row in res["per_clip"]]
@@ -414,4 +438,9 @@ def test_cli_spread_and_static_clips(tmp_path, model_dir):
     assert thr["static"]["frames"] >= 6
     assert "static_frames_at_most_10pct_tokens" in res["checks"]
     assert "## Threshold behaviour" in (out / "results.md").read_text()
+    # --stop-bound: the cap gaze cut on the real loss, over the same frames, within the cap
+    bound = thr["stop_bound"]
+    assert bound["frames"] == thr["frames"] and 1 <= bound["tokens_per_frame"] <= 0.5 * N
+    assert bound["static"]["frames"] == thr["static"]["frames"]
+    assert "Stop bound" in (out / "results.md").read_text()
     assert main([*argv[:-2], "--requirement", "-1", "--out", str(tmp_path / "never")]) == 2

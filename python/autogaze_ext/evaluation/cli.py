@@ -42,9 +42,9 @@ import torch
 import torch.nn.functional as F
 
 from .baselines import METHODS, make_methods
-from .metrics import DEFAULT_RATIOS, evaluate
+from .metrics import DEFAULT_RATIOS, evaluate, fmt as _fmt
 from .plot import line_chart, scatter_chart
-from .threshold import threshold_report
+from .threshold import threshold_markdown, threshold_report
 
 FILES = ("results.json", "results.md", "loss_vs_ratio.png", "calibration.png",
          "threshold_loss.png", "threshold_tokens.png")
@@ -87,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "requirement (default: the model's own inference requirement, if it has one)")
     p.add_argument("--requirement-ratio", type=float, help="per-frame budget cap with "
                    "--requirement (default: the model's inference gazing ratio)")
+    p.add_argument("--stop-bound", action="store_true", help="with a requirement, also report "
+                   "where a perfect task-loss head would stop the model's gaze at the cap")
     p.add_argument("--task", choices=("paint", "mae"), default="paint")
     p.add_argument("--mae", metavar="DIR", help="MAE task folder (needed for --task mae)")
     p.add_argument("--ratios", type=float, nargs="+", default=list(DEFAULT_RATIOS))
@@ -277,10 +279,6 @@ def add_checks(results: dict, task: str) -> dict:
     return checks
 
 
-def _fmt(v, digits=4) -> str:
-    return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.{digits}g}"
-
-
 def markdown(results: dict) -> str:
     """The results as a markdown report (table per method, checks, calibration)."""
     ratios = results["ratios"]
@@ -332,30 +330,6 @@ def markdown(results: dict) -> str:
                 cells += [_fmt(row["tokens_per_frame"], 3), _fmt(row["loss"], 3)]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
-
-
-def threshold_markdown(thr: dict) -> list[str]:
-    """The threshold-behaviour section of the report."""
-    r, tol = thr["requirement"], thr["tolerance"]
-    lines = ["", "## Threshold behaviour", "",
-             f"Requirement {_fmt(r)} with budget cap ratio {_fmt(thr['ratio'])}, "
-             f"{thr['clips']} clips, {thr['frames']} frames.", "",
-             f"- tokens per frame: {_fmt(thr['tokens_per_frame'], 3)} ({_fmt(thr['kept_percent'], 3)} % of N)",
-             f"- realised loss: mean {_fmt(thr['loss_mean'])}, median {_fmt(thr['loss_median'])}",
-             f"- frames within ±{round(100 * tol)} % of the requirement: {_fmt(100 * thr['within'], 3)} % "
-             f"(below: {_fmt(100 * thr['below'], 3)} %, above: {_fmt(100 * thr['above'], 3)} %)"]
-    st = thr["static"]
-    if st["frames"]:
-        lines.append(f"- frames identical to the previous one: {st['frames']}, tokens mean "
-                     f"{_fmt(st['tokens_mean_percent'], 3)} % of N, max {_fmt(st['tokens_max_percent'], 3)} %")
-    else:
-        lines.append("- no frame identical to the previous one (use --static-clips)")
-    tvc = thr["tokens_vs_change"]
-    if tvc:
-        lines += [f"- tokens vs frame change: Spearman {_fmt(tvc['spearman'], 3)}", "",
-                  "| change (mean abs diff) | tokens per frame | frames |", "|---|---|---|"]
-        lines += [f"| {_fmt(b['change'])} | {_fmt(b['tokens'], 3)} | {b['frames']} |" for b in tvc["bins"]]
-    return lines
 
 
 def _png(image) -> bytes:
@@ -441,7 +415,8 @@ def run(args) -> dict:
     requirement, cap = threshold_settings(args, model)
     results["threshold"] = None
     if requirement is not None and "model" in methods:
-        summary, points = threshold_report(model, task, batches(), requirement, cap)
+        summary, points = threshold_report(model, task, batches(), requirement, cap,
+                                           stop_bound=args.stop_bound)
         results["threshold"] = _finite(summary)
         extras["threshold_points"] = points
         for c, row in enumerate(results["per_clip"]):

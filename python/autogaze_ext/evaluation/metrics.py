@@ -26,10 +26,9 @@ from collections.abc import Iterable, Mapping, Sequence
 import torch
 
 from ..budget import frame_budgets
-from ..layout import from_ids
 
 __all__ = ["DEFAULT_RATIOS", "GRID_RATIOS", "ratio_budget", "budget_grid", "loss_tables",
-           "loss_at_ratios", "patches_needed", "head_predictions", "correlation", "calibration",
+           "loss_at_ratios", "patches_needed", "head_predictions", "correlation", "calibration", "fmt",
            "evaluate"]
 
 DEFAULT_RATIOS = (0.05, 0.1, 0.2, 0.3, 0.5)
@@ -258,3 +257,8 @@ def _comparisons(per_method: dict) -> dict:
     if heuristics:
         out["best_heuristic_over_model"] = min(heuristics)
     return out
+
+
+def fmt(v, digits: int = 4) -> str:
+    """A number for the reports: ``digits`` significant digits; None, nan and inf → "n/a"."""
+    return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.{digits}g}"
