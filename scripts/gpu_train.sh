@@ -64,14 +64,12 @@ fi
 echo "build and set-up: $(( $(date +%s) - start )) s"
 
 # stage 1c's settings (scripts/make_default_model.sh), from INIT
+source "$repo/scripts/onpolicy_args.sh"
 cd "$DATA"
 "$python" -m autogaze_ext.train "$repo/configs/default_model_ntp.toml" run.out="$OUT/run" \
-  "model.init=$INIT" data.clip_len=8 "data.synthetic_seed=${SEED:-15}" \
-  algorithm.soft_label_weight=1.0 algorithm.soft_label_temperature=0.05 \
-  algorithm.rollout_fraction=0.75 algorithm.rollout_requirement_fraction=0.5 \
-  algorithm.tlp_weight=30 algorithm.requirement_min=0.02 algorithm.requirement_max=0.2 \
-  "optim.lr=${LR:-2e-4}" "run.steps=${STEPS:-3000}" run.val_interval=250 "${extra[@]}" \
-  "${budget[@]}" 2>&1 | tee "$OUT/train.log"
+  "model.init=$INIT" "${ONPOLICY[@]}" "data.synthetic_seed=${SEED:-15}" \
+  algorithm.rollout_fraction=0.75 "optim.lr=${LR:-2e-4}" "run.steps=${STEPS:-3000}" \
+  run.val_interval=250 "${extra[@]}" "${budget[@]}" 2>&1 | tee "$OUT/train.log"
 "$python" "$repo/scripts/export_default_model.py" "$OUT/run/checkpoint_latest" \
   --name autogaze_ext-paint-gpu --ratio 0.3 --requirement none --out "$OUT/export" \
   --meta stage=ntp-on-policy-gpu "init=$INIT"

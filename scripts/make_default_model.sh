@@ -38,12 +38,10 @@ python -m autogaze_ext.train "$repo/configs/default_model_ntp.toml" run.out=runs
 
 # 1b. lr 4e-4, 3000 steps; the task-loss head weighted 30x, and half of the on-policy rollouts
 #     stop on a sampled requirement in [0.02, 0.2], so the head learns where its own stops land
+source "$repo/scripts/onpolicy_args.sh"  # ONPOLICY: the settings 1b, 1c and gpu_train.sh share
 python -m autogaze_ext.train "$repo/configs/default_model_ntp.toml" run.out=runs/dagger8b \
-  model.init=runs/dagger8/checkpoint_latest data.clip_len=8 data.synthetic_seed=12 \
-  algorithm.soft_label_weight=1.0 algorithm.soft_label_temperature=0.05 \
-  algorithm.rollout_fraction=0.5 algorithm.rollout_requirement_fraction=0.5 \
-  algorithm.tlp_weight=30 algorithm.requirement_min=0.02 algorithm.requirement_max=0.2 \
-  optim.lr=4e-4 run.val_interval=200
+  model.init=runs/dagger8/checkpoint_latest "${ONPOLICY[@]}" data.synthetic_seed=12 \
+  algorithm.rollout_fraction=0.5 optim.lr=4e-4 run.val_interval=200
 
 # (A head-only calibration stage, configs/default_model_head.toml, was tried on top of 1b and
 #  made the requirement stops worse on val_videos; see docs/evaluation.md. It is not part of v2.)
@@ -53,11 +51,8 @@ python -m autogaze_ext.train "$repo/configs/default_model_ntp.toml" run.out=runs
 #     quarters of the steps on-policy, fresh synthetic clips; the best validation loss (ratio
 #     0.2) was at step 1750, where the run is stopped
 python -m autogaze_ext.train "$repo/configs/default_model_ntp.toml" run.out=runs/dagger8c \
-  model.init=runs/dagger8b/checkpoint_latest data.clip_len=8 data.synthetic_seed=13 \
-  algorithm.soft_label_weight=1.0 algorithm.soft_label_temperature=0.05 \
-  algorithm.rollout_fraction=0.75 algorithm.rollout_requirement_fraction=0.5 \
-  algorithm.tlp_weight=30 algorithm.requirement_min=0.02 algorithm.requirement_max=0.2 \
-  optim.lr=2e-4 run.val_interval=250 --until 1750
+  model.init=runs/dagger8b/checkpoint_latest "${ONPOLICY[@]}" data.synthetic_seed=13 \
+  algorithm.rollout_fraction=0.75 optim.lr=2e-4 run.val_interval=250 --until 1750
 FINAL=runs/dagger8c/checkpoint_latest
 
 # (Tried on top of 1c and not used, docs/evaluation.md: a full-batch refit of the gaze readout,
@@ -70,6 +65,10 @@ FINAL=runs/dagger8c/checkpoint_latest
 #  (step 1750), but patches needed 74.1 -> 74.0 and last-slot Spearman 0.65 -> 0.57.)
 # (And a stage from v3 with data.freeze_fraction=0.3, lr 1.5e-4 on 1900 steps, data.synthetic_seed=16:
 #  at R = 0.1, frames within ±30 % 47.8 % -> 42 %, frozen frames' tokens 16.8 % -> 20.7 % of N.)
+# (And GRPO on the Paint reward from v3, configs/default_model_grpo.toml, 300 steps, 26 min: the
+#  trainer's validation loss at ratio 0.2 fell 0.0873 -> 0.0804 and patches needed 74.1 -> 71.7,
+#  but the greedy gaze got worse at the other budgets (loss at ratio 0.3 0.083 -> 0.116) and the
+#  head's last-slot Spearman fell to 0.48: see docs/evaluation.md.)
 
 # 2. export: bf16 weights, inference defaults: gazing ratio 0.3 and no task-loss requirement
 #    (the head does not yet stop frames where the real loss meets one: docs/evaluation.md)

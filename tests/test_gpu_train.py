@@ -51,6 +51,10 @@ def test_dry_run_trains_and_exports_without_pyav(tmp_path):
     assert state["step"] == 2
     rows = [json.loads(line) for line in (out / "run" / "metrics.jsonl").read_text().splitlines()]
     assert rows[0]["step"] == 0 and rows[0]["val_task_loss"] > 0
+    # stage 1c's settings, from scripts/onpolicy_args.sh
+    algorithm = json.loads((out / "run" / "train_config.json").read_text())["algorithm"]
+    assert (algorithm["rollout_fraction"], algorithm["tlp_weight"]) == (0.75, 30)
+    assert algorithm["soft_label_temperature"] == 0.05 and algorithm["requirement_max"] == 0.2
     from autogaze_ext import AutoGaze
     exported = AutoGaze.from_pretrained(out / "export")
     trained = AutoGaze.from_pretrained(out / "run" / "checkpoint_latest")
