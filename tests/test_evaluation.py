@@ -444,3 +444,15 @@ def test_cli_spread_and_static_clips(tmp_path, model_dir):
     assert bound["static"]["frames"] == thr["static"]["frames"]
     assert "Stop bound" in (out / "results.md").read_text()
     assert main([*argv[:-2], "--requirement", "-1", "--out", str(tmp_path / "never")]) == 2
+
+
+def test_cli_stop_bound_refuses_mae_and_no_requirement(tmp_path, model_dir, capsys):
+    from autogaze_ext.default_model import default_model_path
+    base = ["--synthetic", "1", "--synthetic-size", "64", "--frames", "2", "--methods", "model",
+            "--ratios", "0.5", "--stop-bound", "--out", str(tmp_path / "out")]
+    assert main(["--model", str(model_dir), *base, "--task", "mae", "--mae", str(tmp_path)]) == 2
+    assert "--stop-bound needs --task paint" in capsys.readouterr().err
+    # the bundled default model has no inference requirement
+    assert main(["--model", str(default_model_path()), *base]) == 2
+    assert "--stop-bound needs a requirement" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

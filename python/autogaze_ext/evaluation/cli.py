@@ -135,6 +135,8 @@ def check_args(args) -> None:
         raise UsageError(f"--methods: unknown or repeated {bad or args.methods}; choose from {', '.join(METHODS)}")
     if not args.tol >= 0:
         raise UsageError(f"--tol must be >= 0, got {args.tol}")
+    if args.stop_bound and args.task != "paint":
+        raise UsageError("--stop-bound needs --task paint (it cuts frames on the Paint loss of every prefix)")
     if args.task == "mae" and not args.mae:
         raise UsageError("--task mae needs --mae DIR (the MAE reconstruction task)")
     if args.mae and not os.path.isdir(args.mae):
@@ -397,6 +399,8 @@ def run(args) -> dict:
         model = AutoGaze.from_pretrained(args.model, device=device)
     except (OSError, ValueError, KeyError) as e:
         raise UsageError(f"--model: cannot load {args.model}: {e}") from None
+    if args.stop_bound and threshold_settings(args, model)[0] is None:
+        raise UsageError("--stop-bound needs a requirement: --requirement R (the model has none)")
     paint = PaintReconstruction.from_config(model.config)
     task = paint if args.task == "paint" else load_mae(args.mae, model, device)
     size = max(model.scales)
