@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from .baselines import METHODS, make_methods
-from .metrics import DEFAULT_RATIOS, evaluate, fmt as _fmt
+from .metrics import DEFAULT_RATIOS, evaluate, fmt
 from .plot import line_chart, scatter_chart
 from .threshold import threshold_markdown, threshold_report
 
@@ -286,7 +286,7 @@ def markdown(results: dict) -> str:
     ratios = results["ratios"]
     lines = [f"# AutoGaze evaluation ({results['task']} task)", "",
              f"{results['clips']} clips × {results['frames']} frames, N = {results['num_tokens']} "
-             f"candidates per frame; loss target {_fmt(results['target'])} ({results['target_source']}).",
+             f"candidates per frame; loss target {fmt(results['target'])} ({results['target_source']}).",
              "", "Loss = mean per-frame task loss at a gazing ratio. Patches needed = per frame, ids at "
              "the smallest grid budget with loss ≤ target (mean; not-reached frames count N). "
              "×X = X's patches needed / this method's (> 1: fewer patches than X).", ""]
@@ -296,11 +296,11 @@ def markdown(results: dict) -> str:
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, m in results["methods"].items():
         need = m["patches_needed"]
-        row = [name, *[_fmt(m["loss_at_ratio"][str(r)]) for r in ratios],
-               _fmt(need["mean_capped"], 3), f"{need['not_reached']}/{need['frames']}"]
+        row = [name, *[fmt(m["loss_at_ratio"][str(r)]) for r in ratios],
+               fmt(need["mean_capped"], 3), f"{need['not_reached']}/{need['frames']}"]
         for o in others:
             mine = need["mean_capped"]
-            row.append(_fmt(results["methods"][o]["patches_needed"]["mean_capped"] / mine, 3) if mine else "n/a")
+            row.append(fmt(results["methods"][o]["patches_needed"]["mean_capped"] / mine, 3) if mine else "n/a")
         lines.append("| " + " | ".join(row) + " |")
     if results["checks"]:
         lines += ["", "## Targets", ""]
@@ -308,13 +308,13 @@ def markdown(results: dict) -> str:
     cal = results["calibration"]
     if cal:
         lines += ["", "## Task-loss head", "",
-                  f"At each frame's last slot: Pearson {_fmt(cal['pearson'], 3)}, Spearman "
-                  f"{_fmt(cal['spearman'], 3)}, mean bias (predicted − real) {_fmt(cal.get('bias'), 3)} "
+                  f"At each frame's last slot: Pearson {fmt(cal['pearson'], 3)}, Spearman "
+                  f"{fmt(cal['spearman'], 3)}, mean bias (predicted − real) {fmt(cal.get('bias'), 3)} "
                   f"over {cal['points']} frames." + (
-                      f" After every slot: Pearson {_fmt(cal['slots']['slot_pearson'], 3)}, Spearman "
-                      f"{_fmt(cal['slots']['slot_spearman'], 3)} over {cal['slots']['points']} slots."
+                      f" After every slot: Pearson {fmt(cal['slots']['slot_pearson'], 3)}, Spearman "
+                      f"{fmt(cal['slots']['slot_spearman'], 3)} over {cal['slots']['points']} slots."
                       if cal.get("slots") else ""), "", "| predicted | real | frames |", "|---|---|---|"]
-        lines += [f"| {_fmt(b['pred'])} | {_fmt(b['real'])} | {b['count']} |" for b in cal["bins"]]
+        lines += [f"| {fmt(b['pred'])} | {fmt(b['real'])} | {b['count']} |" for b in cal["bins"]]
     thr = results.get("threshold")
     if thr:
         lines += threshold_markdown(thr)
@@ -323,13 +323,13 @@ def markdown(results: dict) -> str:
         with_thr = bool(thr) and "tokens_per_frame" in results["per_clip"][0]
         head = ["clip", *methods, *(["tokens/frame at R", "loss at R"] if with_thr else [])]
         lines += ["", "## Per clip", "", "Patches needed (mean over the clip's frames; not reached "
-                  "counts N)" + (f"; tokens and loss per frame under requirement {_fmt(thr['requirement'])}"
+                  "counts N)" + (f"; tokens and loss per frame under requirement {fmt(thr['requirement'])}"
                                  if with_thr else "") + ".", "",
                   "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for row in results["per_clip"]:
-            cells = [row.get("name", "?"), *[_fmt(row["patches_needed"][m], 3) for m in methods]]
+            cells = [row.get("name", "?"), *[fmt(row["patches_needed"][m], 3) for m in methods]]
             if with_thr:
-                cells += [_fmt(row["tokens_per_frame"], 3), _fmt(row["loss"], 3)]
+                cells += [fmt(row["tokens_per_frame"], 3), fmt(row["loss"], 3)]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -399,7 +399,8 @@ def run(args) -> dict:
         model = AutoGaze.from_pretrained(args.model, device=device)
     except (OSError, ValueError, KeyError) as e:
         raise UsageError(f"--model: cannot load {args.model}: {e}") from None
-    if args.stop_bound and threshold_settings(args, model)[0] is None:
+    requirement, cap = threshold_settings(args, model)
+    if args.stop_bound and requirement is None:
         raise UsageError("--stop-bound needs a requirement: --requirement R (the model has none)")
     paint = PaintReconstruction.from_config(model.config)
     task = paint if args.task == "paint" else load_mae(args.mae, model, device)
@@ -416,7 +417,6 @@ def run(args) -> dict:
     results = {"task": args.task, "model": str(args.model), **results}
     for row, name in zip(results["per_clip"], names):
         row["name"] = name
-    requirement, cap = threshold_settings(args, model)
     results["threshold"] = None
     if requirement is not None and "model" in methods:
         summary, points = threshold_report(model, task, batches(), requirement, cap,

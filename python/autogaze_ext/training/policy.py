@@ -169,8 +169,7 @@ def score_rollout(model: AutoGaze, video: torch.Tensor, ids: torch.Tensor,
         # the drawn id always stays: in exact float32 it is among the top k anyway, but a pass
         # in other precision (bf16 autocast of training) can round it just below the k-th score,
         # and a −inf log-probability would turn the GRPO loss into nan
-        drawn = F.one_hot(ids.to(dev), vocab).bool()
-        scores = scores.masked_fill((scores < kth) & ~drawn, float("-inf"))
+        scores = scores.masked_fill((scores < kth) & ~onehot.bool(), float("-inf"))
     log_dist = scores.log_softmax(-1)
     log_probs = log_dist.gather(1, ids.to(dev)[:, None]).squeeze(1)
     inputs = ()
