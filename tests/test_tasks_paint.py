@@ -146,6 +146,48 @@ def test_prefix_chunking_matches():
     torch.testing.assert_close(full, small, rtol=0, atol=0)
 
 
+def _slow_cut(video, ids, offsets, scales, S, fill, requirement):
+    """Per clip and frame: the shortest prefix whose loss, painted (slowly) over the cut frame
+    before, is ≤ requirement (all ids if none is)."""
+    B, T = video.shape[:2]
+    kept, counts = [], []
+    for b in range(B):
+        prev = torch.full(video.shape[2:], fill)
+        for t in range(T):
+            f = b * T + t
+            fid = ids[offsets[f]:offsets[f + 1]].tolist()
+            ups = _slow_upsampled(video[b, t], scales, S)
+            n = len(fid)
+            for j in range(len(fid)):
+                if (_slow_paint(prev, ups, fid[:j + 1], scales, S) - video[b, t]).abs().mean() <= requirement:
+                    n = j + 1
+                    break
+            kept += fid[:n]
+            counts.append(n)
+            prev = _slow_paint(prev, ups, fid[:n], scales, S)
+    offs = torch.zeros(B * T + 1, dtype=torch.long)
+    offs[1:] = torch.tensor(counts).cumsum(0)
+    return torch.tensor(kept, dtype=torch.long), offs
+
+
+@pytest.mark.parametrize("scales,S", LAYOUTS[1:])
+def test_cut_at_requirement_matches_slow_loop(scales, S):
+    task = PaintReconstruction(scales, S, fill=0.0)
+    gen = torch.Generator().manual_seed(5)
+    video = _video(2, 4, S, seed=6).clamp(-1, 1) * 0.5
+    ids, offsets = _random_gaze(2, 4, task.num_tokens, gen, max_len=min(30, task.num_tokens),
+                                allow_empty=False)
+    # midway between two losses, so rounding differences of the slow loop cannot flip a stop
+    losses = task.prefix_losses(video, ids, offsets).unique()
+    requirement = float(losses[losses.numel() // 2:][:2].mean())
+    cut_ids, cut_offs = task.cut_at_requirement(video, ids, offsets, requirement)
+    ref_ids, ref_offs = _slow_cut(video, ids, offsets, scales, S, 0.0, requirement)
+    assert torch.equal(cut_offs.cpu(), ref_offs) and torch.equal(cut_ids, ref_ids)
+    assert bool((cut_offs.diff() < offsets.diff()).any())  # the requirement cut something
+    with pytest.raises(ValueError, match="cut_at_requirement"):
+        task.cut_at_requirement(video[0], ids, offsets, requirement)
+
+
 def _moving_shapes(T):
     return preprocess(synthetic_video(T, 160, 200), size=(224, 224))[None]  # (1,T,3,224,224)
 

@@ -3,6 +3,8 @@ labels, on-policy (rollout) labels and task-loss-head calibration, on tiny model
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from helpers import random_model, random_video, small_config
@@ -214,6 +216,54 @@ def test_head_calibration_trains_only_the_head_and_fits_real_losses(tiny):
     assert last < first, (first, last)
     # the gaze itself (without a requirement) is untouched
     assert torch.equal(trainer.model.eval()(video, gazing_ratio=0.3)["ids"], ids_before)
+
+
+def test_decoder_tail_trains_the_last_layer_and_head_under_the_gaze_anchor(tiny):
+    common = ("algorithm.name=head", "algorithm.train_params=decoder_tail",
+              "algorithm.ratio_strategy=uniform", "algorithm.ratio_min=0.1", "algorithm.ratio_max=0.6",
+              "algorithm.requirement_fraction=0.0", "algorithm.head_error=relative", "optim.lr=5e-3",
+              "run.steps=3", "run.val_interval=0", "run.save_interval=0")
+    video = random_video(2, 3, 64, seed=11)
+    batch = {"video": video, "video_for_task": video}
+    drift = {}
+    for anchor in (0.0, 50.0):
+        trainer = Trainer(tiny(*common, f"algorithm.anchor_kl={anchor}"))
+        model = trainer.model
+        initial = copy.deepcopy(model)
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        trainer.train()
+        after = model.state_dict()
+        changed = {k for k in before if not torch.equal(before[k], after[k])}
+        tail = f"gazing_model.gaze_decoder.model.layers.{len(model.gazing_model.gaze_decoder.model.layers) - 1}."
+        assert "gazing_model.gaze_decoder.task_loss_prediction_head.weight" in changed
+        assert any(k.startswith(tail) for k in changed)
+        assert all(k.startswith((tail, "gazing_model.gaze_decoder.model.norm.",
+                                 "gazing_model.gaze_decoder.task_loss_prediction_head.")) for k in changed), changed
+        # the trainer's own loss, optimiser and parameters fit one rollout's relative error
+        rollout = head_rollout(model, trainer.task, batch, trainer.cfg.algorithm, __import__("random").Random(0))
+        first = head_loss(model, rollout, error="relative")[1]["tlp_loss"]
+        for _ in range(15):
+            trainer.optimizer.zero_grad()
+            loss, _ = trainer.module("head", rollout)
+            loss.backward()
+            trainer.optimizer.step()
+        assert head_loss(model, rollout, error="relative")[1]["tlp_loss"] < 0.7 * first
+        _, metrics = head_loss(model, rollout, anchor=1.0, reference=initial)
+        assert 0.0 <= metrics["greedy_agreement"] <= 1.0
+        drift[anchor] = metrics["anchor_kl"]
+    # the anchor keeps the gaze distribution nearer the initial model's
+    assert drift[50.0] < 0.5 * drift[0.0], drift
+
+
+def test_head_options_are_checked(tiny):
+    with pytest.raises(ValueError, match="train_params"):
+        tiny("algorithm.name=head", "algorithm.train_params=tail")
+    with pytest.raises(ValueError, match="head_error"):
+        tiny("algorithm.name=head", "algorithm.head_error=log")
+    with pytest.raises(ValueError, match="anchor_kl"):
+        tiny("algorithm.name=head", "algorithm.anchor_kl=-1")
+    with pytest.raises(ValueError, match="anchor_kl"):
+        tiny("algorithm.name=ntp", "algorithm.anchor_kl=1")
 
 
 def test_mixed_on_policy_training_resumes_bit_exact(tiny, tmp_path):

@@ -40,30 +40,13 @@ def cut_on_real_loss(task, video: torch.Tensor, ids: torch.Tensor, frame_offsets
     """Cut each frame of a rollout at the shortest prefix whose real task loss is ≤ requirement.
 
     video (B,T,3,S,S); ids (L,) and frame_offsets (B·T+1,) as in ``GazeOutput``. Frames are cut
-    in order, each painted over the cut frames before it (``task.prefix_losses``); a frame that
+    in order, each painted over the cut frames before it (``PaintReconstruction.cut_at_requirement``,
+    one pass over the clip); a frame that
     never meets the requirement keeps every id, and every frame keeps at least one (generation's
     first-step rule). Returns the cut (ids, frame_offsets). This is where a perfect head would
     stop the same ids; it is approximate in that the decoder chose them after uncut frames.
     """
-    b, t = video.shape[:2]
-    starts = frame_offsets[:-1].view(b, t).tolist()
-    counts = frame_offsets.diff().view(b, t).tolist()
-
-    def packed(frames: int) -> tuple[torch.Tensor, torch.Tensor]:
-        spans = [(starts[c][f], counts[c][f]) for c in range(b) for f in range(frames)]
-        index = torch.cat([torch.arange(a, a + n) for a, n in spans]).to(ids.device)
-        sizes = torch.tensor([0] + [n for _, n in spans], device=frame_offsets.device)
-        return ids[index], sizes.cumsum(0)
-
-    for f in range(t):
-        sub_ids, sub_offs = packed(f + 1)
-        losses = task.prefix_losses(video[:, : f + 1], sub_ids, sub_offs).cpu()
-        for c in range(b):
-            lo, hi = int(sub_offs[c * (f + 1) + f]), int(sub_offs[c * (f + 1) + f + 1])
-            met = (losses[lo:hi] <= requirement).nonzero()
-            if met.numel():
-                counts[c][f] = int(met[0]) + 1
-    return packed(t)
+    return task.cut_at_requirement(video, ids, frame_offsets, requirement)
 
 
 @torch.no_grad()

@@ -240,6 +240,44 @@ class PaintReconstruction:
 
     # ---- public API -------------------------------------------------------------------------
     @torch.no_grad()
+    def cut_at_requirement(self, video: torch.Tensor, ids: torch.Tensor, frame_offsets: torch.Tensor,
+                           requirement: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cut each frame's gaze at the shortest prefix whose loss is ≤ ``requirement``.
+
+        video (B,T,C,S,S); ids (L,) and frame_offsets (B·T+1,) packed as in ``prefix_losses``.
+        Frames are cut in order, each painted over the *cut* reconstruction of the frame before
+        (one pass over T); a frame that never meets the requirement keeps every id, and every
+        frame keeps at least one. Returns the cut (ids, frame_offsets).
+        """
+        self._check_video(video, "cut_at_requirement")
+        ids, frame_offsets = self._check_gaze(video, ids, frame_offsets, "cut_at_requirement")
+        B, T, C, S, _ = video.shape
+        starts = frame_offsets[:-1].view(B, T).tolist()
+        counts = frame_offsets.diff().view(B, T).tolist()
+        norm = self._norm(video)
+        prev = torch.full((B, C, S, S), self.fill, dtype=video.dtype, device=video.device)
+
+        def packed(frames) -> tuple[torch.Tensor, torch.Tensor]:
+            spans = [(starts[b][f], counts[b][f]) for b in range(B) for f in frames]
+            index = [torch.arange(a, a + n) for a, n in spans]
+            index = torch.cat(index).to(ids.device) if index else ids.new_zeros(0)
+            sizes = torch.tensor([0] + [n for _, n in spans], device=frame_offsets.device)
+            return ids[index], sizes.cumsum(0)
+
+        for t in range(T):
+            options, err = self._step(video[:, t], prev)
+            frame_ids, frame_offs = packed([t])
+            losses = self._prefix_from_tables(err[:, None], frame_ids, frame_offs, norm).cpu()
+            for b in range(B):
+                lo, hi = int(frame_offs[b]), int(frame_offs[b + 1])
+                met = (losses[lo:hi] <= requirement).nonzero()
+                if met.numel():
+                    counts[b][t] = int(met[0]) + 1
+            frame_ids, frame_offs = packed([t])
+            prev = self._paint(options, self._frame_levels(frame_ids, frame_offs, B))
+        return packed(range(T))
+
+    @torch.no_grad()
     def scale_images(self, video: torch.Tensor) -> torch.Tensor:
         """video (B, T, C, S, S) -> (B, T, K, C, S, S): per scale, resized (bicubic) and
         upsampled back (nearest-exact); the frame itself for a scale equal to S."""

@@ -95,7 +95,17 @@ class AlgorithmSection:
     requirement_min: float = 0.5
     requirement_max: float = 1.0
     requirement_fraction: float = 1.0  # head calibration: share of rollouts given a requirement
-    train_params: str = "all"  # "all" | "head" (only the task-loss head is updated)
+    # "all" | "head" (only the task-loss head is updated) | "decoder_tail" (the head, the last
+    # decoder layer and the final norm: the head reads features fitted to it; the gaze logits
+    # read them too, so pair it with anchor_kl)
+    train_params: str = "all"
+    # head steps: weight of KL(initial model's gaze distribution ‖ current) per slot, which keeps
+    # the gaze where it was while shared layers train for the head
+    anchor_kl: float = 0.0
+    # head steps: "absolute" squared error, or "relative" ((pred − real) / max(real, floor))²: a
+    # requirement is met or missed by a ratio, and small losses count as much as large ones
+    head_error: str = "absolute"
+    head_error_floor: float = 0.02
     scoring: str = "sampling"  # "sampling" (generation-consistent) | "official" (model.score)
 
 
@@ -147,7 +157,8 @@ class TrainConfig:
                    ("algorithm", "frame_strategy"): ("uniform", "dirichlet", "self"),
                    ("algorithm", "requirement_strategy"): ("none", "fixed", "uniform"),
                    ("algorithm", "scoring"): ("sampling", "official"),
-                   ("algorithm", "train_params"): ("all", "head"),
+                   ("algorithm", "train_params"): ("all", "head", "decoder_tail"),
+                   ("algorithm", "head_error"): ("absolute", "relative"),
                    ("optim", "name"): ("adam", "sgd"),
                    ("optim", "schedule"): ("linear", "linear_w_warmup", "constant"),
                    ("data", "split"): ("time", "file", "none")}
@@ -170,6 +181,10 @@ class TrainConfig:
                              "data.synthetic_fraction = 1")
         if self.data.workers not in (0, 1):
             raise ValueError("data.workers must be 0 or 1")
+        if self.algorithm.anchor_kl < 0 or self.algorithm.head_error_floor <= 0:
+            raise ValueError("algorithm.anchor_kl must be >= 0 and head_error_floor > 0")
+        if self.algorithm.anchor_kl > 0 and self.algorithm.name != "head":
+            raise ValueError("algorithm.anchor_kl applies to head steps: set algorithm.name = 'head'")
         if self.algorithm.soft_label_weight < 0 or self.algorithm.soft_label_temperature <= 0:
             raise ValueError("algorithm.soft_label_weight must be >= 0, soft_label_temperature > 0")
         if not 0 <= self.algorithm.rollout_fraction <= 1:

@@ -7,7 +7,10 @@ share of the clips, under a sampled loss requirement (so the histories include f
 stopped early, as with a requirement at inference); the task gives the exact loss after every
 prefix of every frame (PaintReconstruction: the loss after slots 0..j), and the head is fitted to
 it where generation reads it (``policy.score_rollout``). ``algorithm.train_params = "head"``
-trains the head alone, which leaves every gaze decision unchanged.
+trains the head alone, which leaves every gaze decision unchanged; ``"decoder_tail"`` trains the
+last decoder layer and final norm with it, under a KL anchor to the initial model's gaze
+distribution (``algorithm.anchor_kl``), so the features the head reads can change while the
+gaze stays (nearly) where it was.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import random
 
 import torch
 
-from ..model import AutoGaze
+from ..model import AutoGaze, exact_float32
 from .algorithms import masked_sq_error, sample_ratio, sample_requirement, task_outputs
 from .config import AlgorithmSection
 from .policy import packed_to_padded, score_rollout
@@ -40,22 +43,53 @@ def head_rollout(model: AutoGaze, task, batch: dict, cfg: AlgorithmSection,
             "ratio": ratio, "requirement": requirement}
 
 
-def head_loss(model: AutoGaze, rollout: dict, weight: float = 1.0):
-    """Squared error of the head's predictions against the rollout's real prefix losses."""
+def head_loss(model: AutoGaze, rollout: dict, weight: float = 1.0, error: str = "absolute",
+              floor: float = 0.02, anchor: float = 0.0, reference: AutoGaze | None = None):
+    """Error of the head's predictions against the rollout's real prefix losses.
+
+    error: "absolute" squared error, or "relative" (each slot's error divided by
+    ``max(real, floor)``). anchor > 0 with a frozen ``reference`` model adds
+    ``anchor · KL(reference's gaze distribution ‖ model's)`` averaged over slots: the term that
+    keeps the gaze unchanged while layers the gaze logits share with the head train.
+    """
     video, ids, offs = rollout["video"], rollout["ids"], rollout["frame_offsets"]
     b, t = video.shape[:2]
-    scored = score_rollout(model, video, ids, offs, temperature=1.0, top_k=None)
+    anchored = anchor > 0 and reference is not None
+    vision = None
+    encoder = (model.gazing_model.vision_model, model.gazing_model.connector)
+    if not any(p.requires_grad for m in encoder for p in m.parameters()):
+        # frozen encoder: one pass serves the model and the reference
+        with torch.no_grad(), exact_float32(model.dtype == torch.float32):
+            vision = model.embed(model._check_video(video))[0]
+    scored = score_rollout(model, video, ids, offs, temperature=1.0, top_k=None,
+                           return_distribution=anchored, vision=vision)
     pred = packed_to_padded(scored.task_loss_prediction.float(), offs, b, t)
     target = packed_to_padded(rollout["slot_targets"], offs, b, t)
     mask = packed_to_padded(rollout["slot_mask"].float(), offs, b, t) > 0
-    tlp = masked_sq_error(pred, target, mask)
+    if error == "relative":
+        scale = 1.0 / target.clamp(min=floor)
+        tlp = masked_sq_error(pred * scale, target * scale, mask)
+    else:
+        tlp = masked_sq_error(pred, target, mask)
     # keep every parameter in the graph (DDP), contributing nothing
     loss = weight * tlp.mean() + 0.0 * scored.log_probs.float().mean()
     real = pred.detach()[mask]
-    metrics = {"loss": loss.item(), "tlp_loss": tlp.mean().item(),
+    metrics = {"tlp_loss": tlp.mean().item(),
                "task_loss": rollout["losses"].float().mean().item(), "ratio": rollout["ratio"],
                "pred_bias": (real - target[mask]).mean().item() if real.numel() else 0.0,
                "tokens_per_frame": ids.numel() / (b * t)}
+    if anchored:
+        with torch.no_grad():
+            ref = score_rollout(reference, video, ids, offs, temperature=1.0, top_k=None,
+                                return_distribution=True, vision=vision).log_dist.float()
+        new = scored.log_dist.float()
+        support = ref > float("-inf")  # banned ids are −inf in both
+        p = ref.exp()
+        kl = (p[support] * (ref[support] - new[support])).sum() / max(1, ids.numel())
+        loss = loss + anchor * kl
+        metrics["anchor_kl"] = kl.item()
+        metrics["greedy_agreement"] = (new.detach().argmax(-1) == ref.argmax(-1)).float().mean().item()
+    metrics["loss"] = loss.item()
     return loss, metrics
 
 

@@ -94,13 +94,14 @@ def _sequence(vision_b, ids, offs, frames, k, decoder):
 def score_rollout(model: AutoGaze, video: torch.Tensor, ids: torch.Tensor,
                   frame_offsets: torch.Tensor, temperature: float = 1.0,
                   top_k: int | None = TOP_K, return_distribution: bool = False,
-                  return_inputs: bool = False) -> PolicyScores:
+                  return_inputs: bool = False, vision: torch.Tensor | None = None) -> PolicyScores:
     """Differentiable log-probabilities of a rollout under the sampler's own distribution.
 
     video (B,T,3,H,W) preprocessed; ids (L,) frame-local ids and frame_offsets (B·T+1,) as in
     ``GazeOutput`` (padding-free). temperature/top_k: the sampler's settings (greedy generation:
     ``temperature=1, top_k=None``, which leaves the masks only). return_distribution /
-    return_inputs: also return the per-slot distributions / the heads' inputs.
+    return_inputs: also return the per-slot distributions / the heads' inputs. vision: the
+    precomputed ``model.embed(video)[0]`` (B,T,P,D), for passes that share a frozen encoder.
     Returns ``PolicyScores``.
     Exact when the rollout has no pad slots (see the module docstring). The slot's own id is
     never cut by top-k, so its log-probability stays finite when this pass rounds differently
@@ -119,7 +120,8 @@ def score_rollout(model: AutoGaze, video: torch.Tensor, ids: torch.Tensor,
                          f"[{int(ids.min())}, {int(ids.max())}]")
     offs = frame_offsets.tolist()
     with exact_float32(model.dtype == torch.float32):
-        vision, _ = model.embed(video)  # (B,T,P,D)
+        if vision is None:
+            vision, _ = model.embed(video)  # (B,T,P,D)
         seqs = [_sequence(vision[b], ids, offs[b * frames:(b + 1) * frames + 1], frames, k,
                           decoder) for b in range(batch)]
         length = max(s[0].shape[0] for s in seqs)

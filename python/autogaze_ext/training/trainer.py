@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import math
@@ -137,10 +138,13 @@ def parameter_hash(model: nn.Module) -> str:
 class LossModule(nn.Module):
     """What DDP wraps: the model plus the loss of one micro-step (so DDP sees a forward)."""
 
-    def __init__(self, model: AutoGaze, cfg: TrainConfig):
+    def __init__(self, model: AutoGaze, cfg: TrainConfig, reference: AutoGaze | None = None):
         super().__init__()
         self.model = model
         self.cfg = cfg
+        # frozen copy of the initial model (the KL anchor of head steps); not a submodule, so
+        # it is neither saved nor seen by DDP
+        self.__dict__["reference"] = reference
 
     def forward(self, kind: str, payload: dict):
         algo = self.cfg.algorithm
@@ -150,7 +154,8 @@ class LossModule(nn.Module):
                             algo.soft_label_temperature, payload.get("hard_weight", 1.0),
                             algo.tlp_weight)
         if kind == "head":
-            return head_loss(self.model, payload, algo.tlp_weight)
+            return head_loss(self.model, payload, algo.tlp_weight, algo.head_error,
+                             algo.head_error_floor, algo.anchor_kl, self.reference)
         return grpo_loss_from_rollout(self.model, payload, algo)
 
 
@@ -183,11 +188,17 @@ class Trainer:
                                      soft=cfg.algorithm.soft_label_weight > 0)
         self.stream = TrainStream(cfg, self.data, self.rank, self.world, self.labels)
         self._batches = None  # the batch iterator, started at the sampler's position
-        if cfg.algorithm.train_params == "head":
-            head = self.model.gazing_model.gaze_decoder.task_loss_prediction_head
-            for p in self.model.parameters():
-                p.requires_grad_(False)
-            head.weight.requires_grad_(True)
+        self.reference = None
+        if cfg.algorithm.anchor_kl > 0:
+            self.reference = copy.deepcopy(self.model).eval().requires_grad_(False)
+        if cfg.algorithm.train_params != "all":
+            decoder = self.model.gazing_model.gaze_decoder
+            trained = [decoder.task_loss_prediction_head]
+            if cfg.algorithm.train_params == "decoder_tail":
+                trained += [decoder.model.layers[-1], decoder.model.norm]
+            self.model.requires_grad_(False)
+            for module in trained:
+                module.requires_grad_(True)
         params = [p for p in self.model.parameters() if p.requires_grad]
         task_params = [p for p in getattr(self.task, "parameters", lambda: [])()
                        if p.requires_grad and getattr(self.task, "trainable", False)]
@@ -199,7 +210,7 @@ class Trainer:
         self.generator.manual_seed(run.seed * (self.rank + 1) + 1)
         if run.resume:
             self._resume()
-        self.module = LossModule(self.model, cfg)
+        self.module = LossModule(self.model, cfg, self.reference)
         self.ddp = None
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
