@@ -457,3 +457,34 @@ def test_cli_minutes_stops_at_the_wall_time_and_checkpoints(tiny_toml, tmp_path,
     for bad in ("0", "-1", "nan"):
         assert cli.main([*args, f"run.out={tmp_path / 'bad'}", "--minutes", bad]) == 2
         assert "--minutes" in capsys.readouterr().err
+
+
+def test_grpo_anytime_reward_ranks_every_prefix(tiny_toml, tmp_path):
+    from autogaze_ext.training.algorithms import prefix_mean
+    from autogaze_ext.training.losses import grpo_advantages
+    targets = torch.tensor([0.5, 0.3, 0.2, 0.9, 0.4, 0.1, 0.6])
+    mask = torch.tensor([True, True, True, True, False, True, True])
+    offsets = torch.tensor([0, 3, 4, 7])  # (B, T) = (1, 3): frames of 3, 1 and 3 slots
+    assert torch.allclose(prefix_mean(targets, mask, offsets, (1, 3)),
+                          torch.tensor([[1.0 / 3, 0.9, 0.35]]))
+    cfg = tiny_cfg(tiny_toml, tmp_path, "algorithm.name=grpo", "algorithm.grpo_reward=anytime").algorithm
+    model = random_model(small_config(), seed=1, lm_head_scale=1.0).train()
+    task = PaintReconstruction.from_config(model.config)
+    video = random_video(2, 3, 64, seed=5)
+    batch = {"video": video, "video_for_task": video}
+    rollout = grpo_rollout(model, task, batch, cfg, temperature=2.0, rng=random.Random(0),
+                           generator=torch.Generator().manual_seed(0))
+    # the advantages are those of −(mean prefix loss), not of −(frame loss)
+    area = prefix_mean(rollout["slot_targets"], rollout["slot_mask"], rollout["frame_offsets"],
+                       rollout["video"].shape[:2])
+    fields = rollout["fields"]
+    ends = fields["num_gazing_each_frame"].cumsum(0)
+    pad = fields["if_padded_gazing"]
+    expected = grpo_advantages(-area, cfg.group_size, pad, ends, cfg.gamma)
+    torch.testing.assert_close(rollout["advantages"], expected)
+    assert not torch.allclose(expected, grpo_advantages(-rollout["losses"].float(), cfg.group_size,
+                                                        pad, ends, cfg.gamma))
+    loss, _ = grpo_loss_from_rollout(model, rollout, cfg)
+    assert math.isfinite(loss.item())
+    with pytest.raises(ValueError, match="grpo_reward"):
+        tiny_cfg(tiny_toml, tmp_path, "algorithm.grpo_reward=area")

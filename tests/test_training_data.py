@@ -15,7 +15,8 @@ from autogaze_ext.training.algorithms import ntp_step, rollout_labels
 from autogaze_ext.training.config import load_config
 from autogaze_ext.training.head import head_loss, head_rollout
 from autogaze_ext.training.labels import LabelStore
-from autogaze_ext.training.losses import soft_label_loss, soft_targets
+from autogaze_ext.training.policy import score_rollout
+from autogaze_ext.training.losses import regret_loss, soft_label_loss, soft_targets
 from autogaze_ext.training.stream import TrainStream, apply_freeze, batches, freeze_span
 from autogaze_ext.training.trainer import Trainer
 
@@ -177,6 +178,26 @@ def test_soft_targets_and_soft_ntp(tmp_path):
     with pytest.raises(ValueError, match="soft labels"):
         ntp_step(model, {"video": video}, {k: v for k, v in labels.items() if k != "gains"},
                  "sampling", True, 1.0)
+    # the regret term adds the expected regret of the same distributions, and training on it
+    # lowers it
+    scored = score_rollout(model, video, labels["ids"], labels["frame_offsets"], temperature=1.0,
+                           top_k=None, return_distribution=True)
+    regrets = regret_loss(scored.log_dist, labels["gains"]).detach()
+    plain = ntp_step(model, {"video": video}, labels, "sampling", True, 1.0, 0.2)[1]
+    with_regret = ntp_step(model, {"video": video}, labels, "sampling", True, 1.0, 0.2, regret_weight=2.0)[1]
+    assert with_regret["regret_loss"] == pytest.approx(float(regrets.mean()), rel=1e-4)
+    assert plain["regret_loss"] == 0.0 and with_regret["soft_loss"] == pytest.approx(plain["soft_loss"])
+    assert with_regret["loss"] == pytest.approx(plain["loss"] + 2.0 * with_regret["regret_loss"], rel=1e-4)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(10):
+        loss, _ = ntp_step(model, {"video": video}, labels, "sampling", False, 0.0, 0.2,
+                           hard_weight=0.0, regret_weight=1.0)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    scored = score_rollout(model, video, labels["ids"], labels["frame_offsets"], temperature=1.0,
+                           top_k=None, return_distribution=True)
+    assert float(regret_loss(scored.log_dist, labels["gains"]).mean()) < 0.8 * float(regrets.mean())
 
 
 def test_rollout_labels_are_the_models_own_gaze():
@@ -259,7 +280,7 @@ def test_head_options_are_checked(tiny):
     with pytest.raises(ValueError, match="train_params"):
         tiny("algorithm.name=head", "algorithm.train_params=tail")
     with pytest.raises(ValueError, match="head_error"):
-        tiny("algorithm.name=head", "algorithm.head_error=log")
+        tiny("algorithm.name=head", "algorithm.head_error=cube")
     with pytest.raises(ValueError, match="anchor_kl"):
         tiny("algorithm.name=head", "algorithm.anchor_kl=-1")
     with pytest.raises(ValueError, match="anchor_kl"):

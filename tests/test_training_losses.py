@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+
+import pytest
 import torch
 
 from autogaze_ext import AutoGaze, AutoGazeConfig
@@ -78,3 +81,61 @@ def test_ntp_steps_learn_oracle_labels():
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0], losses
     assert model.gazing_model.vision_model.temporal_conv.weight.grad.abs().sum() > 0
+
+
+def test_head_error_forms():
+    from autogaze_ext.training.algorithms import head_error, masked_sq_error, soft_log
+    target = torch.tensor([[0.1, 0.05, 0.012, 0.2]])
+    mask = torch.tensor([[True, True, True, False]])
+    # every form is zero at the target (above the floor) and ignores masked slots
+    for kind in ("absolute", "relative", "log"):
+        assert float(head_error(target.clone(), target, mask, kind, 0.01)[0]) == 0.0
+    pred = torch.tensor([[0.2, 0.025, 0.004, 9.0]])
+    assert torch.allclose(head_error(pred, target, mask, "absolute"), masked_sq_error(pred, target, mask))
+    # log: twice and half the target cost the same; below the floor the target counts as the floor
+    one = torch.tensor([[True]])
+    up = head_error(torch.tensor([[0.2]]), torch.tensor([[0.1]]), one, "log", 0.01)
+    down = head_error(torch.tensor([[0.05]]), torch.tensor([[0.1]]), one, "log", 0.01)
+    assert torch.allclose(up, down) and torch.allclose(up, torch.tensor([math.log(2) ** 2]))
+    assert float(head_error(torch.tensor([[0.01]]), torch.tensor([[0.001]]), one, "log", 0.01)[0]) == 0.0
+    # relative punishes over-prediction of a small loss more than under-prediction, log does not
+    rel_up = head_error(torch.tensor([[0.2]]), torch.tensor([[0.1]]), one, "relative", 0.01)
+    rel_down = head_error(torch.tensor([[0.05]]), torch.tensor([[0.1]]), one, "relative", 0.01)
+    assert float(rel_up[0]) == pytest.approx(4 * float(rel_down[0]))
+    # soft_log: log above the floor, its tangent below (finite and increasing for any prediction)
+    x = torch.tensor([-1.0, 0.0, 0.005, 0.01, 0.02], requires_grad=True)
+    y = soft_log(x, 0.01)
+    assert torch.allclose(y[3:], torch.tensor([0.01, 0.02]).log())
+    assert torch.isfinite(y).all() and bool((y.diff() > 0).all())
+    y.sum().backward()
+    assert torch.allclose(x.grad[:4], torch.full((4,), 100.0)) and x.grad[4] == pytest.approx(50.0)
+    with pytest.raises(ValueError, match="kind"):
+        head_error(pred, target, mask, "cube")
+
+
+def test_regret_loss_tells_harmful_from_useless():
+    from autogaze_ext.training.losses import regret_loss
+    gains = torch.tensor([[0.2, 0.1, 0.0, -0.2, float("-inf")],
+                          [-0.1, -0.3, float("-inf"), -0.05, -0.4]])
+    log_dist = torch.full((2, 6), float("-inf"))
+
+    def at(row, q):
+        d = log_dist.clone()
+        d[row, : len(q)] = torch.tensor(q).log()
+        return regret_loss(d, gains)[row]
+
+    # all mass on the best: no regret; on a useless candidate: 1; on a harmful one: more
+    assert float(at(0, [1.0, 0, 0, 0, 0, 0])) == 0.0
+    assert float(at(0, [0, 0, 1.0, 0, 0, 0])) == pytest.approx(1.0)
+    assert float(at(0, [0, 0, 0, 1.0, 0, 0])) == pytest.approx(2.0)
+    assert float(at(0, [0.5, 0.5, 0, 0, 0, 0])) == pytest.approx(0.25)
+    # where nothing helps, regret is measured against the largest loss, capped
+    assert float(at(1, [0, 0, 0, 1.0, 0, 0])) == 0.0
+    assert float(at(1, [0, 0, 0, 0, 1.0, 0])) == pytest.approx(0.35 / 0.4)
+    assert float(regret_loss(log_dist.clone().index_fill_(1, torch.tensor([3]), 0.0),
+                             gains * torch.tensor([[1.0], [1.0]]), cap=0.5)[0]) == pytest.approx(0.5)
+    # its gradient moves mass from the harmful candidate to the useless one, not only to the best
+    logits = torch.tensor([[0.0, 0.0, 0.0, 2.0, -1e9, -1e9]], requires_grad=True)
+    regret_loss(torch.log_softmax(logits, 1), gains[:1]).sum().backward()
+    g = logits.grad[0]
+    assert g[3] > 0 and g[2] < 0 and g[0] < g[1] < g[2]

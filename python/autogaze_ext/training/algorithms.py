@@ -17,7 +17,8 @@ from ..layout import from_ids
 from ..model import AutoGaze
 from ..tasks import PaintReconstruction
 from .config import AlgorithmSection
-from .losses import EPS, grpo_advantages, grpo_loss, ntp_loss, soft_label_loss, soft_targets
+from .losses import (EPS, grpo_advantages, grpo_loss, ntp_loss, regret_loss, soft_label_loss,
+                     soft_targets)
 from .policy import packed_to_padded, score_rollout
 
 
@@ -59,19 +60,47 @@ def masked_sq_error(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
     return ((pred - target) ** 2 * m).sum(1) / (m.sum() / m.shape[0] + EPS)
 
 
+HEAD_ERRORS = ("absolute", "relative", "log")
+
+
+def soft_log(x: torch.Tensor, floor: float) -> torch.Tensor:
+    """log(x) for x ≥ floor, continued below it by its tangent at floor (finite for any x)."""
+    return torch.where(x >= floor, x.clamp(min=floor).log(), math.log(floor) + (x - floor) / floor)
+
+
+def head_error(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
+               kind: str = "absolute", floor: float = 0.02) -> torch.Tensor:
+    """The task-loss head's error per sample (B,) over (B,S) slots, normalised as
+    ``masked_sq_error``. kind: "absolute" (pred − target)², the official one; "relative"
+    ((pred − target) / max(target, floor))²; "log" (log pred − log max(target, floor))², with
+    ``soft_log`` below floor. A requirement is met or missed by a ratio, and the loss spans two
+    orders of magnitude over content, so "log" weighs every frame alike and, unlike "relative",
+    does not pull uncertain predictions low."""
+    if kind == "absolute":
+        return masked_sq_error(pred, target, mask)
+    if kind == "relative":
+        scale = 1.0 / target.clamp(min=floor)
+        return masked_sq_error(pred * scale, target * scale, mask)
+    if kind == "log":
+        return masked_sq_error(soft_log(pred, floor), target.clamp(min=floor).log(), mask)
+    raise ValueError(f"head_error: kind must be one of {HEAD_ERRORS}, got {kind!r}")
+
+
 # ---- NTP ---------------------------------------------------------------------------------------
 def ntp_step(model: AutoGaze, batch: dict, labels: dict, scoring: str = "official",
              optimize_task_loss_prediction: bool = True, soft_weight: float = 0.0,
-             soft_temperature: float = 0.2, hard_weight: float = 1.0, tlp_weight: float = 1.0):
+             soft_temperature: float = 0.2, hard_weight: float = 1.0, tlp_weight: float = 1.0,
+             tlp_error: str = "absolute", tlp_floor: float = 0.02, regret_weight: float = 0.0):
     """NTP on oracle labels (spec §9.3).
 
     With ``soft_weight`` > 0 (scoring "sampling", labels with "gains" (L,N)), adds the
     cross-entropy of every slot's processed distribution with the oracle's soft target
     (``losses.soft_targets``): which candidates were nearly as good as the pick, not just which
-    one won. ``hard_weight`` scales the NLL of the label ids (0 for labels that are the model's
+    one won; with ``regret_weight`` > 0 also the expected regret of that distribution against
+    the same gains (``losses.regret_loss``). ``hard_weight`` scales the NLL of the label ids (0 for labels that are the model's
     own rollout, where only the soft targets and the head targets teach); ``tlp_weight`` scales
-    the task-loss head's squared error (losses are ~0.1: its raw gradient is small next to a
-    cross-entropy's).
+    the task-loss head's error (losses are ~0.1: its raw gradient is small next to a
+    cross-entropy's), whose form ``tlp_error``/``tlp_floor`` pick (``head_error``).
 
     batch["video"] (B,T,3,H,W); labels {ids (L,), frame_offsets (B·T+1,), losses (L,)}.
     scoring "official": the teacher-forced pass ``model.score`` (consecutive positions, raw
@@ -88,7 +117,7 @@ def ntp_step(model: AutoGaze, batch: dict, labels: dict, scoring: str = "officia
         logp, pred = scored["log_action_probs"], scored["task_loss_prediction"]
     elif scoring == "sampling":
         scored = score_rollout(model, video, ids, offs, temperature=1.0, top_k=None,
-                               return_distribution=soft_weight > 0)
+                               return_distribution=soft_weight > 0 or regret_weight > 0)
         logp = packed_to_padded(scored.log_probs, offs, b, t)
         pred = packed_to_padded(scored.task_loss_prediction, offs, b, t)
     else:
@@ -96,21 +125,24 @@ def ntp_step(model: AutoGaze, batch: dict, labels: dict, scoring: str = "officia
     target = packed_to_padded(labels["losses"].to(video.device).float(), offs, b, t)
     nll = ntp_loss(logp.float(), pad)
     if optimize_task_loss_prediction:
-        tlp = masked_sq_error(pred.float(), target, ~pad)
+        tlp = head_error(pred.float(), target, ~pad, tlp_error, tlp_floor)
     else:
         tlp = 0.0 * pred.float().mean(1)  # keeps the head in the graph (DDP)
-    soft = torch.zeros_like(nll)
-    if soft_weight > 0:
+    soft, regret = torch.zeros_like(nll), torch.zeros_like(nll)
+    if soft_weight > 0 or regret_weight > 0:
         if "gains" not in labels or scoring != "sampling":
             raise ValueError("soft labels need labels['gains'] and scoring 'sampling'")
-        target = soft_targets(labels["gains"].to(video.device), soft_temperature,
-                              scored.log_dist.shape[1])
-        per_slot = soft_label_loss(scored.log_dist.float(), target)
-        soft = packed_to_padded(per_slot, offs, b, t).sum(1) / ((~pad).sum() / b + EPS)
-    loss = (hard_weight * nll + soft_weight * soft + tlp_weight * tlp).mean()
+        gains = labels["gains"].to(video.device)
+        per_slot = soft_label_loss(scored.log_dist.float(),
+                                   soft_targets(gains, soft_temperature, scored.log_dist.shape[1]))
+        slots = (~pad).sum() / b + EPS
+        soft = packed_to_padded(per_slot, offs, b, t).sum(1) / slots
+        if regret_weight > 0:
+            regret = packed_to_padded(regret_loss(scored.log_dist, gains), offs, b, t).sum(1) / slots
+    loss = (hard_weight * nll + soft_weight * soft + regret_weight * regret + tlp_weight * tlp).mean()
     valid = (~pad).sum().clamp(min=1)
     metrics = {"loss": loss.item(), "ntp_loss": nll.mean().item(), "tlp_loss": tlp.mean().item(),
-               "soft_loss": soft.mean().item(),
+               "soft_loss": soft.mean().item(), "regret_loss": regret.mean().item(),
                "label_logp": (logp.float() * ~pad).sum().item() / valid.item(),
                "tokens_per_frame": ids.numel() / (b * t)}
     return loss, metrics
@@ -202,6 +234,22 @@ def frame_ratios(model: AutoGaze, cfg: AlgorithmSection, ratio: float, video: to
 
 
 # ---- GRPO --------------------------------------------------------------------------------------
+def prefix_mean(slot_targets: torch.Tensor, slot_mask: torch.Tensor, frame_offsets: torch.Tensor,
+                shape: tuple[int, int]) -> torch.Tensor:
+    """(B,T) mean over each frame's slots of the loss after slots 0..j (``slot_targets`` (L,),
+    where ``slot_mask``): the area under the frame's loss-vs-tokens curve per token, which a
+    gaze lowers by ranking the best first at every budget, not only at the one it ran with.
+    A frame without slots gets NaN."""
+    b, t = shape
+    counts = frame_offsets.diff()
+    frame = torch.repeat_interleave(torch.arange(b * t, device=counts.device), counts)
+    m = slot_mask.to(slot_targets.dtype)
+    total = torch.zeros(b * t, dtype=slot_targets.dtype, device=slot_targets.device)
+    total.index_add_(0, frame, slot_targets * m)
+    n = torch.zeros_like(total).index_add_(0, frame, m)
+    return (total / n).view(b, t)
+
+
 @torch.no_grad()
 def grpo_rollout(model: AutoGaze, task, batch: dict, cfg: AlgorithmSection, temperature: float,
                  rng: random.Random, generator: torch.Generator | None) -> dict:
@@ -219,7 +267,12 @@ def grpo_rollout(model: AutoGaze, task, batch: dict, cfg: AlgorithmSection, temp
                                                            out["frame_offsets"], generator)
     pad = out["if_padded_gazing"]
     ends = out["num_gazing_each_frame"].cumsum(0)[frames.to(pad.device)]
-    advantages = grpo_advantages(-losses.float(), g, pad, ends, cfg.gamma)
+    if cfg.grpo_reward == "anytime":
+        losses_for_reward = prefix_mean(slot_targets, slot_mask, out["frame_offsets"],
+                                        video_g.shape[:2])[:, frames]
+    else:
+        losses_for_reward = losses
+    advantages = grpo_advantages(-losses_for_reward.float(), g, pad, ends, cfg.gamma)
     return {"video": video_g, "ids": out["ids"], "frame_offsets": out["frame_offsets"],
             "fields": {k: out[k] for k in ("gazing_pos", "if_padded_gazing",
                                            "num_gazing_each_frame")},
@@ -251,7 +304,7 @@ def grpo_loss_from_rollout(model: AutoGaze, rollout: dict, cfg: AlgorithmSection
     mask = place_real(rollout["slot_mask"], pad, fill=False)
     policy = grpo_loss(logp.float(), rollout["advantages"], pad)
     if cfg.optimize_task_loss_prediction:
-        tlp = masked_sq_error(pred.float(), target, mask & ~pad)
+        tlp = head_error(pred.float(), target, mask & ~pad, cfg.head_error, cfg.head_error_floor)
     else:
         tlp = 0.0 * pred.float().mean(1)
     loss = (policy + tlp).mean()

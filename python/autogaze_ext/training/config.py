@@ -70,6 +70,9 @@ class AlgorithmSection:
     # hard-label NTP loss (needs scoring = "sampling")
     soft_label_weight: float = 0.0
     soft_label_temperature: float = 0.2
+    # with soft labels: weight of the expected regret of the gaze distribution against the same
+    # gains (losses.regret_loss), which pushes mass off harmful candidates, not only onto the best
+    regret_weight: float = 0.0
     # on-policy (DAgger) steps: this share of NTP steps labels the model's own greedy gaze with
     # the oracle's gains at every visited state (soft loss + head targets, no hard-label NLL)
     rollout_fraction: float = 0.0
@@ -81,6 +84,9 @@ class AlgorithmSection:
     # GRPO
     group_size: int = 12
     gamma: float = 0.995
+    # GRPO reward per frame: "frame" −(its loss) (official), or "anytime" −(mean loss after each
+    # prefix of its gaze): every budget up to the rollout's counts, not only the rollout's own
+    grpo_reward: str = "frame"
     temperature_start: float = 3.0
     temperature_end: float = 0.3
     ratio_strategy: str = "fixed"  # fixed | uniform | exponential (spec §9.5)
@@ -102,8 +108,9 @@ class AlgorithmSection:
     # head steps: weight of KL(initial model's gaze distribution ‖ current) per slot, which keeps
     # the gaze where it was while shared layers train for the head
     anchor_kl: float = 0.0
-    # head steps: "absolute" squared error, or "relative" ((pred − real) / max(real, floor))²: a
-    # requirement is met or missed by a ratio, and small losses count as much as large ones
+    # the task-loss head's error in every algorithm (algorithms.head_error): "absolute" squared
+    # error (official), "relative" ((pred − real) / max(real, floor))², or "log"
+    # (log pred − log max(real, floor))²: a requirement is met or missed by a ratio
     head_error: str = "absolute"
     head_error_floor: float = 0.02
     scoring: str = "sampling"  # "sampling" (generation-consistent) | "official" (model.score)
@@ -158,7 +165,8 @@ class TrainConfig:
                    ("algorithm", "requirement_strategy"): ("none", "fixed", "uniform"),
                    ("algorithm", "scoring"): ("sampling", "official"),
                    ("algorithm", "train_params"): ("all", "head", "decoder_tail"),
-                   ("algorithm", "head_error"): ("absolute", "relative"),
+                   ("algorithm", "head_error"): ("absolute", "relative", "log"),
+                   ("algorithm", "grpo_reward"): ("frame", "anytime"),
                    ("optim", "name"): ("adam", "sgd"),
                    ("optim", "schedule"): ("linear", "linear_w_warmup", "constant"),
                    ("data", "split"): ("time", "file", "none")}
@@ -189,6 +197,10 @@ class TrainConfig:
             raise ValueError("algorithm.soft_label_weight must be >= 0, soft_label_temperature > 0")
         if not 0 <= self.algorithm.rollout_fraction <= 1:
             raise ValueError("algorithm.rollout_fraction must be in [0, 1]")
+        if self.algorithm.regret_weight < 0 or (self.algorithm.regret_weight > 0
+                                                and self.algorithm.soft_label_weight <= 0):
+            raise ValueError("algorithm.regret_weight must be >= 0 and needs soft labels "
+                             "(algorithm.soft_label_weight > 0)")
         if self.algorithm.rollout_fraction > 0 and self.algorithm.soft_label_weight <= 0:
             raise ValueError("algorithm.rollout_fraction needs algorithm.soft_label_weight > 0")
         if self.algorithm.soft_label_weight > 0 and self.algorithm.scoring != "sampling":

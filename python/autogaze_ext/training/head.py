@@ -20,7 +20,7 @@ import random
 import torch
 
 from ..model import AutoGaze, exact_float32
-from .algorithms import masked_sq_error, sample_ratio, sample_requirement, task_outputs
+from .algorithms import head_error, sample_ratio, sample_requirement, task_outputs
 from .config import AlgorithmSection
 from .policy import packed_to_padded, score_rollout
 
@@ -47,8 +47,7 @@ def head_loss(model: AutoGaze, rollout: dict, weight: float = 1.0, error: str = 
               floor: float = 0.02, anchor: float = 0.0, reference: AutoGaze | None = None):
     """Error of the head's predictions against the rollout's real prefix losses.
 
-    error: "absolute" squared error, or "relative" (each slot's error divided by
-    ``max(real, floor)``). anchor > 0 with a frozen ``reference`` model adds
+    error, floor: the form of the error (``algorithms.head_error``). anchor > 0 with a frozen ``reference`` model adds
     ``anchor · KL(reference's gaze distribution ‖ model's)`` averaged over slots: the term that
     keeps the gaze unchanged while layers the gaze logits share with the head train.
     """
@@ -66,11 +65,7 @@ def head_loss(model: AutoGaze, rollout: dict, weight: float = 1.0, error: str = 
     pred = packed_to_padded(scored.task_loss_prediction.float(), offs, b, t)
     target = packed_to_padded(rollout["slot_targets"], offs, b, t)
     mask = packed_to_padded(rollout["slot_mask"].float(), offs, b, t) > 0
-    if error == "relative":
-        scale = 1.0 / target.clamp(min=floor)
-        tlp = masked_sq_error(pred * scale, target * scale, mask)
-    else:
-        tlp = masked_sq_error(pred, target, mask)
+    tlp = head_error(pred, target, mask, error, floor)
     # keep every parameter in the graph (DDP), contributing nothing
     loss = weight * tlp.mean() + 0.0 * scored.log_probs.float().mean()
     real = pred.detach()[mask]

@@ -44,6 +44,23 @@ def soft_targets(gains: torch.Tensor, temperature: float, vocab: int) -> torch.T
     return torch.nn.functional.pad(target, (0, vocab - gains.shape[1]))
 
 
+def regret_loss(log_dist: torch.Tensor, gains: torch.Tensor, cap: float = 4.0) -> torch.Tensor:
+    """Per-slot expected regret (L,) of the distribution, in units of the slot's best gain:
+    Σ_v q(v)·min(cap, (best − gain(v)) / best). gains (L,N) (−inf: not allowed, where q is 0);
+    log_dist (L,V), V ≥ N (ids ≥ N are never allowed). Unlike a cross-entropy with the best
+    candidates, it tells a useless candidate (regret 1) from a harmful one (regret > 1: a
+    coarse cell painted over detail), so mass the model cannot place on the best candidate moves
+    to the harmless ones. Slots where nothing helps (best ≤ 0) count their regret against
+    the largest loss, clamped the same way."""
+    gains = gains.float()
+    allowed = torch.isfinite(gains)
+    best = gains.masked_fill(~allowed, float("-inf")).amax(1, keepdim=True)
+    scale = torch.where(best > 0, best, gains.masked_fill(~allowed, 0).abs().amax(1, keepdim=True))
+    regret = ((best - gains) / scale.clamp(min=1e-8)).clamp(0, cap).masked_fill(~allowed, 0.0)
+    q = log_dist[:, : gains.shape[1]].float().exp()
+    return (q * regret).sum(1)
+
+
 def soft_label_loss(log_dist: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per-slot cross-entropy (L,) −Σ_v target·log q (slots where q is −inf have target 0)."""
     return -(target * log_dist.clamp(min=-1e4)).sum(1)

@@ -152,7 +152,8 @@ class LossModule(nn.Module):
             return ntp_step(self.model, payload["batch"], payload["labels"], algo.scoring,
                             algo.optimize_task_loss_prediction, algo.soft_label_weight,
                             algo.soft_label_temperature, payload.get("hard_weight", 1.0),
-                            algo.tlp_weight)
+                            algo.tlp_weight, algo.head_error, algo.head_error_floor,
+                            algo.regret_weight)
         if kind == "head":
             return head_loss(self.model, payload, algo.tlp_weight, algo.head_error,
                              algo.head_error_floor, algo.anchor_kl, self.reference)
