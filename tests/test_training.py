@@ -488,3 +488,14 @@ def test_grpo_anytime_reward_ranks_every_prefix(tiny_toml, tmp_path):
     assert math.isfinite(loss.item())
     with pytest.raises(ValueError, match="grpo_reward"):
         tiny_cfg(tiny_toml, tmp_path, "algorithm.grpo_reward=area")
+
+
+def test_cli_warns_of_emulated_cpu_bf16(tiny_toml, tmp_path, capsys, monkeypatch):
+    from autogaze_ext.training import trainer as trainer_module
+    args = [str(tiny_toml), "run.steps=1", "run.val_interval=0", "run.save_interval=0"]
+    for native in (False, True):
+        monkeypatch.setattr(trainer_module, "native_cpu_bf16", lambda native=native: native)
+        assert cli.main([*args, f"run.out={tmp_path / str(native)}", "run.bf16_cpu=true"]) == 0
+        assert ("bf16 is emulated" in capsys.readouterr().err) == (not native)
+    assert cli.main([*args, f"run.out={tmp_path / 'fp32'}", "run.bf16_cpu=false"]) == 0
+    assert "bf16" not in capsys.readouterr().err

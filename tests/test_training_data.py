@@ -17,7 +17,8 @@ from autogaze_ext.training.head import head_loss, head_rollout
 from autogaze_ext.training.labels import LabelStore
 from autogaze_ext.training.policy import score_rollout
 from autogaze_ext.training.losses import regret_loss, soft_label_loss, soft_targets
-from autogaze_ext.training.stream import TrainStream, apply_freeze, batches, freeze_span
+from autogaze_ext.training.stream import (SOFTEN_RANGE, TrainStream, apply_freeze, apply_soften, batches,
+                                          freeze_span, soften_factor)
 from autogaze_ext.training.trainer import Trainer
 
 from test_training import TINY_TOML, cpu_training_settings  # noqa: F401  (fixture)
@@ -103,6 +104,42 @@ def test_stream_freezes_its_share_of_draws_and_keeps_the_rest(tiny):
     assert (counts >= 1).all()
     for bad in ("data.freeze_fraction=-0.1", "data.freeze_fraction=1.5", "data.freeze_fraction=nan"):
         with pytest.raises(ValueError, match="freeze_fraction"):
+            tiny(bad)
+
+
+def test_soften_factors_are_seeded_and_remove_detail():
+    factors = [soften_factor(g, seed=3, fraction=0.4) for g in range(400)]
+    assert factors == [soften_factor(g, seed=3, fraction=0.4) for g in range(400)]
+    drawn = [f for f in factors if f is not None]
+    assert 0.3 < len(drawn) / len(factors) < 0.5
+    low, high = SOFTEN_RANGE
+    assert all(low <= f <= high for f in drawn) and min(drawn) < 2 and max(drawn) > 6
+    assert soften_factor(5, 3, 0.0) is None
+    video = torch.randn(2, 3, 32, 48)
+    assert apply_soften(video, None) is video
+    detail = [float((apply_soften(video, f) - video).abs().mean()) for f in (1.5, 3.0, 8.0)]
+    assert 0 < detail[0] < detail[1] < detail[2]               # softer and softer
+    smooth = torch.linspace(0, 1, 48).expand(2, 3, 32, 48).contiguous()
+    assert float((apply_soften(smooth, 4.0) - smooth).abs().max()) < 0.05  # a ramp stays itself
+
+
+def test_stream_softens_its_share_of_draws_and_keeps_the_rest(tiny):
+    plain = Trainer(tiny(*SYNTH)).stream
+    stream = Trainer(tiny(*SYNTH, "data.soften_fraction=0.5")).stream
+    seen = 0
+    for g in range(12):
+        a, b = plain.clip(g)[0], stream.clip(g)[0]
+        factor = soften_factor(g, stream.cfg.run.seed, 0.5)
+        if factor is None:
+            assert b["key"] == a["key"] and torch.equal(b["video"], a["video"])
+            continue
+        seen += 1
+        assert b["key"] == f"{a['key']}:soft{factor:.4f}"  # its own cached labels
+        for view in ("video", "video_for_task"):
+            assert torch.equal(b[view], apply_soften(a[view], factor))
+    assert 0 < seen < 12
+    for bad in ("data.soften_fraction=-0.1", "data.soften_fraction=1.5", "data.soften_fraction=nan"):
+        with pytest.raises(ValueError, match="soften_fraction"):
             tiny(bad)
 
 

@@ -47,6 +47,9 @@ class DataSection:
     # this fraction of all training draws (real or synthetic) gets a *freeze*: one frame held for
     # a random span, frames identical to the previous one, as in a paused video or a slide
     freeze_fraction: float = 0.0
+    # this fraction of all training draws is *softened*: down-scaled by 1.5-8x and brought back,
+    # as a low-resolution source or a defocused lens (training.stream.soften_factor)
+    soften_fraction: float = 0.0
     workers: int = 0  # 1: prepare batches (clips, labels) one step ahead in a worker process
 
 
@@ -184,6 +187,8 @@ class TrainConfig:
             raise ValueError("data.synthetic_fraction must be in [0, 1]")
         if not 0 <= self.data.freeze_fraction <= 1:
             raise ValueError("data.freeze_fraction must be in [0, 1]")
+        if not 0 <= self.data.soften_fraction <= 1:
+            raise ValueError("data.soften_fraction must be in [0, 1]")
         if not self.data.paths and self.data.synthetic < 1 and self.data.synthetic_fraction < 1:
             raise ValueError("data: give data.paths (videos or folders), data.synthetic > 0 or "
                              "data.synthetic_fraction = 1")

@@ -5,7 +5,8 @@ Draw ``g`` of the run (``g = local_draw · world_size + rank``) is decided by a 
 :class:`~autogaze_ext.synthetic.SyntheticVideos` (never seen before, so the stream never
 repeats), otherwise real window ``RankSampler`` position ``g`` (a seeded permutation per epoch).
 Its label budget is drawn from ``algorithm.label_ratios`` the same way, and so is, with
-probability ``data.freeze_fraction``, a *freeze* (:func:`freeze_span`). Every draw is therefore a
+probability ``data.freeze_fraction``, a *freeze* (:func:`freeze_span`), and with probability
+``data.soften_fraction`` a *softening* (:func:`soften_factor`). Every draw is therefore a
 pure function of ``g``: resuming needs only the number of draws consumed, and the clips of a
 batch can be prepared ahead in a worker process (``data.workers = 1``), labels included, while
 the trainer computes the previous step.
@@ -17,6 +18,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..synthetic import FRAME_SIZES, SyntheticVideos
 from .config import TrainConfig
@@ -38,6 +40,37 @@ def freeze_span(g: int, seed: int, fraction: float, frames: int) -> tuple[int, i
         return None
     start = int(rng.integers(1, frames))
     return start, int(rng.integers(start + 1, frames + 1))
+
+
+SOFTEN_RANGE = (1.5, 8.0)  # down-scaling factors of a softened clip, drawn log-uniformly
+
+
+def soften_factor(g: int, seed: int, fraction: float) -> float | None:
+    """The softening of draw ``g``: a factor in ``SOFTEN_RANGE`` (probability ``fraction``) or
+    None. A softened clip is down-scaled by it and brought back (:func:`apply_soften`), as
+    footage from a low-resolution source, an upscaled webcam or a defocused lens looks.
+
+    Without it, the training clips span too narrow a range of detail: the task-loss head then
+    predicts about the same loss for a soft, detail-free clip (whose loss is several times
+    lower) as for a sharp one, and a requirement stops neither where it should.
+    """
+    if fraction <= 0:
+        return None
+    rng = np.random.default_rng([seed, int(g), 0x50F7])  # its own stream: other draws unchanged
+    if rng.random() >= fraction:
+        return None
+    low, high = SOFTEN_RANGE
+    return float(np.exp(rng.uniform(np.log(low), np.log(high))))
+
+
+def apply_soften(frames: torch.Tensor, factor: float | None) -> torch.Tensor:
+    """(T, C, H, W) frames down-scaled by ``factor`` (area) and up-scaled back (bilinear)."""
+    if factor is None:
+        return frames
+    h, w = frames.shape[-2:]
+    small = F.interpolate(frames, size=(max(1, round(h / factor)), max(1, round(w / factor))),
+                          mode="area")
+    return F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
 
 
 def apply_freeze(frames: torch.Tensor, span: tuple[int, int] | None) -> torch.Tensor:
@@ -88,6 +121,11 @@ class TrainStream:
                                 self.data.task_size)
             clip = {"video": gaze, "video_for_task": task,
                     "key": f"synthetic:{self.cfg.data.synthetic_seed}:{index}"}
+        factor = soften_factor(g, self.cfg.run.seed, self.cfg.data.soften_fraction)
+        if factor is not None:
+            for view in ("video", "video_for_task"):
+                clip[view] = apply_soften(clip[view], factor)
+            clip["key"] += f":soft{factor:.4f}"  # its own oracle labels
         span = freeze_span(g, self.cfg.run.seed, self.cfg.data.freeze_fraction,
                            clip["video"].shape[0])
         if span is not None:

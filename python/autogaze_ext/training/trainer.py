@@ -160,6 +160,13 @@ class LossModule(nn.Module):
         return grpo_loss_from_rollout(self.model, payload, algo)
 
 
+def native_cpu_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX-512-BF16 or AMX); elsewhere torch emulates it."""
+    cpu = torch.cpu
+    return any(getattr(cpu, name, lambda: False)() for name in
+               ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+
+
 # ---- the trainer ---------------------------------------------------------------------------------
 class Trainer:
     """Build everything from a ``TrainConfig`` and ``train()``."""
@@ -421,6 +428,10 @@ class Trainer:
             print(f"[autogaze-train] {self.cfg.algorithm.name} world_size={self.world} "
                   f"device={self.device} train_windows={len(self.data.train)} "
                   f"val_windows={len(self.data.val)} start_step={self.step}", flush=True)
+            if self.device.type == "cpu" and run.bf16_cpu and not native_cpu_bf16():
+                print("[autogaze-train] warning: run.bf16_cpu on a CPU without AVX-512-BF16 or AMX: "
+                      "bf16 is emulated there, several times slower than float32 "
+                      "(run.bf16_cpu=false)", file=sys.stderr, flush=True)
         metrics: dict = {}
         if run.val_interval and self.step == 0 and self.data.val:
             self.log(self.validate())
