@@ -60,3 +60,22 @@ def test_gaze_clip(benchmark, model, clip, ratio):
 def test_gaze_clip_release_settings(benchmark, model, clip):
     """The recommended call: ratio 0.75 with task-loss requirement 0.7 (the config default)."""
     benchmark.pedantic(lambda: _run(lambda: model(clip)), rounds=3, warmup_rounds=1)
+
+
+@pytest.fixture(scope="module")
+def default_model():
+    from autogaze_ext.default_model import load_default_model
+    return load_default_model(device=DEVICE)
+
+
+@pytest.mark.parametrize("stop_by", ["head", "paint"])
+def test_gaze_clip_bundled_defaults(benchmark, default_model, clip, stop_by):
+    """The bundled default model at its defaults (requirement 0.07, cap 0.75): frames stopped by
+    the head's predicted loss or by the measured Paint loss (one extra selection per step)."""
+    default_model.stop_by = stop_by
+    try:
+        out = benchmark.pedantic(lambda: _run(lambda: default_model(clip)), rounds=3,
+                                 warmup_rounds=1)
+    finally:
+        default_model.stop_by = default_model.config.task_loss_requirement_stop_by
+    benchmark.extra_info["tokens"] = int(out["frame_offsets"][-1])

@@ -1,10 +1,11 @@
 """Export a trained checkpoint as the package's bundled default model.
 
     python scripts/export_default_model.py CHECKPOINT --name NAME --ratio R --requirement L
-        [--meta training.json-fields as key=value ...] [--out DIR]
+        [--stop-by head|paint] [--meta training.json-fields as key=value ...] [--out DIR]
 
 Writes python/autogaze_ext/assets/default_model/ (or --out DIR): config.json (with the given inference defaults:
-fixed gazing ratio R and, unless L is "none", a fixed task-loss requirement L), bf16
+fixed gazing ratio R and, unless L is "none", a fixed task-loss requirement L that frames meet
+by the head's predicted loss or by their measured Paint loss, --stop-by), bf16
 model.safetensors (half the size; loaded back as float32), preprocessor_config.json and
 training.json (name and the given metadata). MODEL_CARD.md is written by hand.
 """
@@ -28,6 +29,8 @@ def main(argv: list[str] | None = None):
     parser.add_argument("--name", required=True)
     parser.add_argument("--ratio", type=float, required=True)
     parser.add_argument("--requirement", required=True, help='a float, or "none"')
+    parser.add_argument("--stop-by", choices=("head", "paint"), default="head",
+                        help="which loss stops a frame under the requirement (default: head)")
     parser.add_argument("--meta", nargs="*", default=[], help="key=value pairs for training.json")
     parser.add_argument("--out", type=Path, default=OUT, help="folder to write (the bundled model's)")
     args = parser.parse_args(argv)
@@ -49,6 +52,7 @@ def main(argv: list[str] | None = None):
         raw["task_loss_requirement_config"].update(
             sample_strategy_during_inference="fixed",
             fixed={"task_loss_requirement": float(args.requirement)})
+    raw["task_loss_requirement_stop_by"] = args.stop_by
     model.config = AutoGazeConfig(raw)
     out = args.out
     out.mkdir(parents=True, exist_ok=True)

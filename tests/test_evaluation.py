@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import math
 
 import numpy as np
@@ -447,12 +448,30 @@ def test_cli_spread_and_static_clips(tmp_path, model_dir):
 
 
 def test_cli_stop_bound_refuses_mae_and_no_requirement(tmp_path, model_dir, capsys):
-    from autogaze_ext.default_model import default_model_path
     base = ["--synthetic", "1", "--synthetic-size", "64", "--frames", "2", "--methods", "model",
             "--ratios", "0.5", "--stop-bound", "--out", str(tmp_path / "out")]
     assert main(["--model", str(model_dir), *base, "--task", "mae", "--mae", str(tmp_path)]) == 2
     assert "--stop-bound needs --task paint" in capsys.readouterr().err
-    # the bundled default model has no inference requirement
-    assert main(["--model", str(default_model_path()), *base]) == 2
+    # a model without an inference requirement
+    raw = json.loads((model_dir / "config.json").read_text())
+    raw["has_task_loss_requirement_during_inference"] = False
+    plain = tmp_path / "plain"
+    shutil.copytree(model_dir, plain)
+    (plain / "config.json").write_text(json.dumps(raw))
+    assert main(["--model", str(plain), *base]) == 2
     assert "--stop-bound needs a requirement" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_stop_by_paint_meets_the_requirement_in_every_frame(tmp_path, model_dir, capsys):
+    out = tmp_path / "eval"
+    args = ["--model", str(model_dir), "--synthetic", "2", "--synthetic-size", "64", "--frames",
+            "4", "--methods", "model", "--ratios", "0.5", "--requirement", "0.3",
+            "--requirement-ratio", "1.0", "--out", str(out)]
+    assert main([*args, "--stop-by", "paint"]) == 0
+    thr = json.loads((out / "results.json").read_text())["threshold"]
+    assert thr["stop_by"] == "paint"
+    assert thr["above"] == 0  # with every candidate allowed, each frame can reach any R
+    assert "measured Paint loss" in (out / "results.md").read_text()
+    assert main([*args, "--stop-by", "head"]) == 0
+    assert json.loads((out / "results.json").read_text())["threshold"]["stop_by"] == "head"

@@ -38,6 +38,7 @@ _TOP_DEFAULTS = dict(
         "sample_strategy_during_training": "fixed", "sample_strategy_during_inference": "fixed",
         "fixed": {"task_loss_requirement": 0.7},
         "uniform": {"task_loss_requirement_min": 0.6, "task_loss_requirement_max": 0.9}},
+    task_loss_requirement_stop_by="head",
 )
 
 
@@ -238,6 +239,17 @@ class AutoGazeConfig:
     @property
     def has_task_loss_requirement_during_inference(self) -> bool:
         return bool(self._get("has_task_loss_requirement_during_inference"))
+
+    @property
+    def task_loss_requirement_stop_by(self) -> str:
+        """Which loss stops a frame under a requirement: ``"head"`` (the task-loss head's
+        prediction, the official behaviour) or ``"paint"`` (the measured Paint loss of the
+        frame's prefix; an autogaze_ext key that official loaders ignore)."""
+        value = self._get("task_loss_requirement_stop_by")
+        if value not in ("head", "paint"):
+            raise ValueError(f"config: task_loss_requirement_stop_by must be 'head' or 'paint', "
+                             f"got {value!r}")
+        return value
 
     # ---- checks -----------------------------------------------------------------------------
     def _validate(self) -> None:

@@ -155,14 +155,24 @@ def _prefill(decoder: GazeDecoder, state: DecodeState, vision: torch.Tensor):
     return decoder.heads(hidden[:, -1])
 
 
+def written_ids(tokens: torch.Tensor, start: torch.Tensor, stop: torch.Tensor, k: int,
+                eos: int) -> torch.Tensor:
+    """(B,K) the slots ``start..stop`` (B,) a step wrote into ``tokens`` (B,W), EOS beyond."""
+    offsets = torch.arange(k, device=tokens.device)
+    where = (start[:, None] + offsets).clamp(max=tokens.shape[1] - 1)
+    return torch.where(offsets < (stop - start)[:, None], tokens.gather(1, where), eos)
+
+
 def gaze_frame(decoder: GazeDecoder, state: DecodeState, vision: torch.Tensor, budget: int,
                requirement: torch.Tensor | None, sampling: Sampling, coupled: bool,
-               early_exit: bool, select=reference.select_step, decode=None):
+               early_exit: bool, select=reference.select_step, decode=None, measure=None):
     """Generate one frame's gaze for the batch.
 
     vision (B,P,D) vision tokens; budget: max tokens M_t of the frame; requirement (B,) or None.
     ``select`` is the selection step (``reference.select_step`` or the native op); ``decode`` the
-    decode call (``ReferenceStep`` by default, or ``NativeStep``).
+    decode call (``ReferenceStep`` by default, or ``NativeStep``). ``measure``: None (the head's
+    predicted loss decides the stop) or a ``PaintStop`` begun on this frame, whose measured
+    prefix losses decide it instead (and which paints the frame's kept ids).
     Returns tokens (B,M_t) local ids in generation order (EOS = pad, also after the count) and
     counts (B,) slots used per sample (pads included).
     """
@@ -183,6 +193,8 @@ def gaze_frame(decoder: GazeDecoder, state: DecodeState, vision: torch.Tensor, b
         used[:, : vocab - 1] = ~sampling.candidates.to(device)
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
     done = torch.zeros(batch, dtype=torch.bool, device=device)
+    if measure is not None and requirement is not None:
+        measure.restrict_met_frames(used, requirement)
     decode_start = state.cache.length
     fed_ids = []
 
@@ -190,9 +202,25 @@ def gaze_frame(decoder: GazeDecoder, state: DecodeState, vision: torch.Tensor, b
         uniforms = None
         if sampling.do_sample:
             uniforms = uniform_draws((batch, k), device, sampling.generator)
+        if measure is not None:
+            start = n.clone()
+        if measure is not None and requirement is not None:
+            # the step's picks do not depend on the requirement: make them on copies of the
+            # state, measure the loss before each, and let that decide where the step stops
+            probe_tokens, probe_n = tokens.clone(), n.clone()
+            select(logits, loss_pred, None, uniforms, used.clone(), probe_n, finished.clone(),
+                   done.clone(), probe_tokens, state.leftover_ids.clone(),
+                   state.leftover_len.clone(), budget, step == 0, coupled,
+                   sampling.temperature, TOP_K)
+            loss_pred = measure.losses_before(written_ids(probe_tokens, start, probe_n, k, eos))
         fed = select(logits, loss_pred, requirement, uniforms, used, n, finished, done, tokens,
                      state.leftover_ids, state.leftover_len, budget, step == 0, coupled,
                      sampling.temperature, TOP_K)
+        if measure is not None:
+            kept = written_ids(tokens, start, n, k, eos)
+            if requirement is None:
+                measure.losses_before(kept)  # no stop to decide: only track the painted frame
+            measure.commit(kept)
         if step + 1 == steps or (early_exit and bool(done.all())):
             break
         fed_ids.append(fed)

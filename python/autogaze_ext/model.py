@@ -24,6 +24,7 @@ from .graphs import GraphCache
 from .layout import (GazeOutput, assemble, cut_tiles, from_mask, merge_tile_masks, tile_grid,
                      unpad)
 from .preprocess import ProcessorConfig, preprocess
+from .tasks.paint_stop import PaintStop, check_stop_by
 
 
 class GazingModel(nn.Module):
@@ -43,6 +44,7 @@ class StreamState:
     decode: DecodeState
     conv_cache: list | None = None
     frames_seen: int = 0
+    paint: PaintStop | None = None  # the measured stop's reconstruction (stop_by="paint")
 
 
 @contextlib.contextmanager
@@ -65,6 +67,8 @@ class AutoGaze(nn.Module):
 
     Call it on a preprocessed video ``(B,T,3,H,W)`` to get the gaze (see ``forward``).
     Float32 (the default) is the exact mode; ``model.to(torch.bfloat16)`` is opt-in.
+    ``stop_by`` (from the config, settable): under a task-loss requirement, a frame stops on the
+    head's predicted loss (``"head"``, official) or on its measured Paint loss (``"paint"``).
     """
 
     def __init__(self, config: AutoGazeConfig, processor: ProcessorConfig | None = None):
@@ -74,6 +78,15 @@ class AutoGaze(nn.Module):
         self.gazing_model = GazingModel(config)
         self.cuda_graphs = GraphCache()
         self.name_or_path = ""  # where the weights came from (set by from_pretrained)
+        self.stop_by = config.task_loss_requirement_stop_by
+
+    @property
+    def stop_by(self) -> str:
+        return self._stop_by
+
+    @stop_by.setter
+    def stop_by(self, value: str) -> None:
+        self._stop_by = check_stop_by(value)
 
     # ---- checkpoints ------------------------------------------------------------------------
     @classmethod
@@ -197,7 +210,7 @@ class AutoGaze(nn.Module):
 
     def _generate(self, video, gazing_ratio, task_loss_requirement, sampling, coupled,
                   cuda_graph=False):
-        if cuda_graph and video.is_cuda and not sampling.do_sample:
+        if cuda_graph and video.is_cuda and not sampling.do_sample and self.stop_by == "head":
             tokens, counts, requirement = self._generate_graphed(video, gazing_ratio,
                                                                  task_loss_requirement, sampling,
                                                                  coupled)
@@ -259,12 +272,19 @@ class AutoGaze(nn.Module):
         state = new_state(decoder, batch, capacity)
         select = selection_op(sampling.backend, video.device)
         decode = decode_op(sampling.backend, decoder)
+        measure = None
+        if requirement is not None and self.stop_by == "paint":
+            measure = PaintStop.for_model(self.config, batch, video.device)
         tokens, counts = [], []
         for t, budget in enumerate(frame_budgets):
             req = None if requirement is None else requirement[:, t]
+            if measure is not None:
+                measure.begin_frame(video[:, t])
             tok, n = gaze_frame(decoder, state, vision[:, t], budget, req, sampling, coupled,
                                 early_exit=video.device.type == "cpu", select=select,
-                                decode=decode)
+                                decode=decode, measure=measure)
+            if measure is not None:
+                measure.end_frame()
             tokens.append(tok)
             counts.append(n)
         return tokens, counts
@@ -388,11 +408,19 @@ class AutoGaze(nn.Module):
         with exact_float32(self.dtype == torch.float32):
             vision, state.conv_cache = self.embed(video, state.conv_cache)
             req = None if requirement is None else requirement[:, 0]
+            if self.stop_by == "paint" and state.paint is None:
+                state.paint = PaintStop.for_model(self.config, video.shape[0], video.device)
+            measure = state.paint if self.stop_by == "paint" else None
+            if measure is not None:
+                measure.begin_frame(video[:, 0])
             tok, n = gaze_frame(self.gazing_model.gaze_decoder, state.decode, vision[:, 0],
                                 frame_budgets[0], req, sampling, official_batching,
                                 early_exit=video.device.type == "cpu",
                                 select=selection_op(sampling.backend, video.device),
-                                decode=decode_op(sampling.backend, self.gazing_model.gaze_decoder))
+                                decode=decode_op(sampling.backend, self.gazing_model.gaze_decoder),
+                                measure=measure)
+            if measure is not None:
+                measure.end_frame()
         state.frames_seen += 1
         eos = self.gazing_model.gaze_decoder.cfg.eos_token_id
         return self._output(assemble([tok], [n], self.num_tokens, self.config.tokens_per_scale, eos),

@@ -27,6 +27,9 @@ def add_parser(commands) -> None:
     gaze.add_argument("--loss", "--threshold", dest="loss", type=float,
                       help="task-loss requirement: stop gazing a frame once reconstruction "
                            "loss is predicted below it (--threshold is an alias)")
+    gaze.add_argument("--stop-by", choices=("head", "paint"),
+                      help="under a requirement, stop each frame on the loss the model's head "
+                           "predicts or on the measured Paint loss (default: the model's config)")
     gaze.add_argument("--mode", choices=("resize", "tile"), default="resize",
                       help="resize frames to the model input, or tile them at full resolution")
     gaze.add_argument("--batch-size", type=int, default=16,
@@ -246,6 +249,8 @@ def _run_gaze_dir(args: argparse.Namespace, model_ref: str, device: str) -> int:
     clock = time.perf_counter()
     model = _load_model(model_ref, device)
     timing["load_model"] = time.perf_counter() - clock
+    if args.stop_by:
+        model.stop_by = args.stop_by
     for note in _check_frames_for_model(frames, source, model):
         print(f"autogaze: note: {note}", file=sys.stderr)
 
@@ -275,6 +280,9 @@ def _run_gaze_dir(args: argparse.Namespace, model_ref: str, device: str) -> int:
         "autogaze_ext_version": getattr(autogaze_ext, "__version__", None),
         "source": source,
         "settings": {"mode": args.mode, "ratio": args.ratio, "loss": args.loss,
+                     "requirement": (None if merged["loss"] is None
+                                     else sorted({round(float(v), 6) for v in np.ravel(merged["loss"])})),
+                     "stop_by": model.stop_by,
                      "batch_size": args.batch_size, "device": device, "clip_len": clip_len,
                      "target_scales": args.target_scales,
                      "target_patch_size": args.target_patch_size,
@@ -350,13 +358,25 @@ def _summary_text(doc: dict) -> str:
         f"model   {doc['model']['ref']}: scales {doc['model']['scales']}, "
         f"{doc['model']['tokens_per_frame']} candidates per frame, device {st['device']}",
         f"gaze    mode {st['mode']} ({doc['tiles']['rows']}x{doc['tiles']['cols']} tiles), "
-        f"ratio {_or_default(st['ratio'])}, loss {'none' if st['loss'] is None else st['loss']}, "
+        f"ratio {_or_default(st['ratio'])}, loss {_requirement_text(st)}, "
         f"batch {st['batch_size']}, {len(doc['chunks'])} chunks of {st['clip_len']} frames",
         f"tokens  {tok['kept']} of {tok['candidates']} kept ({tok['kept_percent']:.1f}%); "
         f"per scale {tok['per_scale']}",
+        "frames  tokens per frame: " + " ".join(str(f["count"]) for f in doc["frames"]),
         "time    " + ", ".join(f"{k} {v:.2f} s" for k, v in tm.items()),
     ]
     return "\n".join(lines) + "\n"
+
+
+def _requirement_text(settings: dict) -> str:
+    """The requirement a run used and what stopped its frames ("none" when gazing by ratio)."""
+    used = settings.get("requirement")
+    if not used:
+        return "none"
+    source = "" if settings.get("loss") is not None else " (the model's default)"
+    by = {"head": "the head's predicted loss", "paint": "the measured Paint loss"}
+    values = " ".join(f"{v:g}" for v in used)
+    return f"{values}{source}, frames stopped by {by[settings.get('stop_by', 'head')]}"
 
 
 def _run_gaze_single(args: argparse.Namespace, model_ref: str, device: str) -> int:
@@ -371,6 +391,8 @@ def _run_gaze_single(args: argparse.Namespace, model_ref: str, device: str) -> i
     frames, source = _decode(str(args.video), first, stop)
     read_s, clock = time.perf_counter() - clock, time.perf_counter()
     model = _load_model(model_ref, device)
+    if args.stop_by:
+        model.stop_by = args.stop_by
     load_s, clock = time.perf_counter() - clock, time.perf_counter()
     for note in _check_frames_for_model(frames, source, model):
         print(f"autogaze: note: {note}", file=sys.stderr)
@@ -389,14 +411,14 @@ def _run_gaze_single(args: argparse.Namespace, model_ref: str, device: str) -> i
     print(f"model   {model_ref}: {stats['candidates_per_frame']} candidates per frame, "
           f"load {load_s:.2f} s, device {device}")
     print(f"gaze    mode {args.mode}, ratio {_or_default(args.ratio)}, "
-          f"threshold {_threshold_text(result)}: {gaze_s:.2f} s")
+          f"threshold {_threshold_text(result)} (stop by {model.stop_by}): {gaze_s:.2f} s")
     print(f"tokens  per frame: {' '.join(map(str, stats['tokens_per_frame']))}")
     print(f"total   {stats['total_tokens']} of {stats['candidates']} candidates "
           f"({100 * stats['fraction']:.1f}%); per scale: {_per_scale_text(stats)}")
 
     run = {"video": str(args.video), "start": first, "num_frames": t, "frame_size": [h, w],
            "mode": args.mode, "model": str(model_ref), "ratio": args.ratio,
-           "threshold": args.loss, "device": device, "target_scales": args.target_scales,
+           "threshold": args.loss, "stop_by": model.stop_by, "device": device, "target_scales": args.target_scales,
            "target_patch_size": args.target_patch_size}
     writers = []
     if args.out is not None:

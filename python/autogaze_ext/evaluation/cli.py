@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "requirement (default: the model's own inference requirement, if it has one)")
     p.add_argument("--requirement-ratio", type=float, help="per-frame budget cap with "
                    "--requirement (default: the model's inference gazing ratio)")
+    p.add_argument("--stop-by", choices=("head", "paint"), help="under a requirement, stop frames "
+                   "on the head's predicted loss or on the measured Paint loss (default: the "
+                   "model's config.json setting)")
     p.add_argument("--stop-bound", action="store_true", help="with a requirement, also report "
                    "where a perfect task-loss head would stop the model's gaze at the cap")
     p.add_argument("--task", choices=("paint", "mae"), default="paint")
@@ -399,6 +402,8 @@ def run(args) -> dict:
         model = AutoGaze.from_pretrained(args.model, device=device)
     except (OSError, ValueError, KeyError) as e:
         raise UsageError(f"--model: cannot load {args.model}: {e}") from None
+    if args.stop_by:
+        model.stop_by = args.stop_by
     requirement, cap = threshold_settings(args, model)
     if args.stop_bound and requirement is None:
         raise UsageError("--stop-bound needs a requirement: --requirement R (the model has none)")

@@ -15,6 +15,8 @@ left out of the change statistics). Summaries:
 With ``stop_bound``, the same summary (``stop_bound``) for the model's gaze at the cap cut where a
 perfect task-loss head would cut it: each frame at the shortest prefix whose *real* loss meets
 ``R`` (``cut_on_real_loss``). It separates what the head costs from what the gaze order costs.
+The model's ``stop_by`` decides its own stops: the head's prediction, or the measured Paint loss
+(then its stops are the bound's, each frame gazed after the cut frames before it).
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ from collections.abc import Iterable
 import torch
 
 from .metrics import correlation, fmt
+
+STOPPED_BY = {"head": "the task-loss head's predicted loss",
+              "paint": "their measured Paint loss (stop_by = paint)"}
 
 __all__ = ["cut_on_real_loss", "frame_change", "threshold_markdown", "threshold_report"]
 
@@ -86,6 +91,7 @@ def threshold_report(model, task, clips: Iterable[torch.Tensor], requirement: fl
                  "change": torch.cat(changes), "frame": torch.cat(frames),
                  "clip": torch.cat(clip_ids)}
     settings = {"requirement": float(requirement), "ratio": float(ratio),
+                "stop_by": getattr(model, "stop_by", "head"),
                 "tolerance": float(tolerance), "clips": n_clips, "num_tokens": model.num_tokens}
     summary = _summarise(per_frame["tokens"], per_frame["loss"], per_frame["change"], settings, bins)
     summary["stop_bound"] = None
@@ -128,8 +134,9 @@ def threshold_markdown(thr: dict) -> list[str]:
     """The threshold-behaviour section of the report."""
     r, tol = thr["requirement"], thr["tolerance"]
     lines = ["", "## Threshold behaviour", "",
-             f"Requirement {fmt(r)} with budget cap ratio {fmt(thr['ratio'])}, "
-             f"{thr['clips']} clips, {thr['frames']} frames.", "",
+             f"Requirement {fmt(r)} with budget cap ratio {fmt(thr['ratio'])}, frames stopped by "
+             f"{STOPPED_BY[thr.get('stop_by', 'head')]}, {thr['clips']} clips, {thr['frames']} "
+             "frames.", "",
              f"- tokens per frame: {fmt(thr['tokens_per_frame'], 3)} ({fmt(thr['kept_percent'], 3)} % of N)",
              f"- realised loss: mean {fmt(thr['loss_mean'])}, median {fmt(thr['loss_median'])}",
              f"- frames within ±{round(100 * tol)} % of the requirement: {fmt(100 * thr['within'], 3)} % "
