@@ -298,14 +298,20 @@ def test_ntp_steps_decrease_loss(tmp_path):
         assert metrics["tokens_per_frame"] == budget_of(0.3, 20)
 
 
-def test_grpo_step_groups_and_updates(tiny_toml, tmp_path):
-    cfg = tiny_cfg(tiny_toml, tmp_path, "algorithm.name=grpo").algorithm
+def _tiny_grpo_rollout(tiny_toml, tmp_path, *overrides):
+    """(algorithm config, model, task, batch, rollout): a seeded GRPO rollout of two random clips."""
+    cfg = tiny_cfg(tiny_toml, tmp_path, "algorithm.name=grpo", *overrides).algorithm
     model = random_model(small_config(), seed=1, lm_head_scale=1.0).train()
     task = PaintReconstruction.from_config(model.config)
     video = random_video(2, 3, 64, seed=5)
     batch = {"video": video, "video_for_task": video}
     rollout = grpo_rollout(model, task, batch, cfg, temperature=2.0, rng=random.Random(0),
                            generator=torch.Generator().manual_seed(0))
+    return cfg, model, task, batch, rollout
+
+
+def test_grpo_step_groups_and_updates(tiny_toml, tmp_path):
+    cfg, model, task, batch, rollout = _tiny_grpo_rollout(tiny_toml, tmp_path)
     g, b = cfg.group_size, 2
     adv = rollout["advantages"]
     assert adv.shape[0] == g * b and not rollout["has_pads"]
@@ -467,13 +473,8 @@ def test_grpo_anytime_reward_ranks_every_prefix(tiny_toml, tmp_path):
     offsets = torch.tensor([0, 3, 4, 7])  # (B, T) = (1, 3): frames of 3, 1 and 3 slots
     assert torch.allclose(prefix_mean(targets, mask, offsets, (1, 3)),
                           torch.tensor([[1.0 / 3, 0.9, 0.35]]))
-    cfg = tiny_cfg(tiny_toml, tmp_path, "algorithm.name=grpo", "algorithm.grpo_reward=anytime").algorithm
-    model = random_model(small_config(), seed=1, lm_head_scale=1.0).train()
-    task = PaintReconstruction.from_config(model.config)
-    video = random_video(2, 3, 64, seed=5)
-    batch = {"video": video, "video_for_task": video}
-    rollout = grpo_rollout(model, task, batch, cfg, temperature=2.0, rng=random.Random(0),
-                           generator=torch.Generator().manual_seed(0))
+    cfg, model, task, _, rollout = _tiny_grpo_rollout(tiny_toml, tmp_path,
+                                                      "algorithm.grpo_reward=anytime")
     # the advantages are those of −(mean prefix loss), not of −(frame loss)
     area = prefix_mean(rollout["slot_targets"], rollout["slot_mask"], rollout["frame_offsets"],
                        rollout["video"].shape[:2])

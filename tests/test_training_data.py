@@ -81,23 +81,52 @@ def test_freeze_spans_are_seeded_and_hold_one_frame():
     assert apply_freeze(video, None) is video and not torch.equal(video[2], video[1])
 
 
-def test_stream_freezes_its_share_of_draws_and_keeps_the_rest(tiny):
+def _freeze_draw(g, seed, frames):
+    """(label-key suffix, transform of a view) of a freeze_fraction=0.5 draw, or None."""
+    span = freeze_span(g, seed, 0.5, frames)
+    if span is None:
+        return None
+    start, stop = span
+
+    def check(plain, changed):
+        assert torch.equal(changed, apply_freeze(plain, span))
+        assert (changed[start:stop] == changed[start - 1]).all()
+    return f":freeze{start}-{stop}", check
+
+
+def _soften_draw(g, seed, frames):
+    """(label-key suffix, transform of a view) of a soften_fraction=0.5 draw, or None."""
+    factor = soften_factor(g, seed, 0.5)
+    if factor is None:
+        return None
+
+    def check(plain, changed):
+        assert torch.equal(changed, apply_soften(plain, factor))
+    return f":soft{factor:.4f}", check
+
+
+@pytest.mark.parametrize("option, draw", [("data.freeze_fraction=0.5", _freeze_draw),
+                                          ("data.soften_fraction=0.5", _soften_draw)])
+def test_stream_changes_its_share_of_draws_and_keeps_the_rest(tiny, option, draw):
     plain = Trainer(tiny(*SYNTH)).stream
-    stream = Trainer(tiny(*SYNTH, "data.freeze_fraction=0.5")).stream
+    stream = Trainer(tiny(*SYNTH, option)).stream
     seen = 0
     for g in range(12):
         a, b = plain.clip(g)[0], stream.clip(g)[0]
-        span = freeze_span(g, stream.cfg.run.seed, 0.5, a["video"].shape[0])
-        if span is None:
+        changed = draw(g, stream.cfg.run.seed, a["video"].shape[0])
+        if changed is None:
             assert b["key"] == a["key"] and torch.equal(b["video"], a["video"])
             continue
         seen += 1
-        start, stop = span
-        assert b["key"] == f"{a['key']}:freeze{start}-{stop}"  # its own cached labels
+        suffix, check = changed
+        assert b["key"] == a["key"] + suffix  # its own cached labels
         for view in ("video", "video_for_task"):
-            assert torch.equal(b[view], apply_freeze(a[view], span))
-            assert (b[view][start:stop] == b[view][start - 1]).all()
+            check(a[view], b[view])
     assert 0 < seen < 12
+
+
+def test_frozen_clips_get_labels_for_every_frame_and_bad_fractions_are_refused(tiny):
+    stream = Trainer(tiny(*SYNTH, "data.freeze_fraction=0.5")).stream
     # a frozen clip gets its own oracle labels: every frame, held ones included, has some
     batch = next(stream.batch(p) for p in range(12) if any(":freeze" in k for k in stream.batch(p)["keys"]))
     counts = batch["labels"]["frame_offsets"].diff().view(len(batch["keys"]), -1)
@@ -123,21 +152,7 @@ def test_soften_factors_are_seeded_and_remove_detail():
     assert float((apply_soften(smooth, 4.0) - smooth).abs().max()) < 0.05  # a ramp stays itself
 
 
-def test_stream_softens_its_share_of_draws_and_keeps_the_rest(tiny):
-    plain = Trainer(tiny(*SYNTH)).stream
-    stream = Trainer(tiny(*SYNTH, "data.soften_fraction=0.5")).stream
-    seen = 0
-    for g in range(12):
-        a, b = plain.clip(g)[0], stream.clip(g)[0]
-        factor = soften_factor(g, stream.cfg.run.seed, 0.5)
-        if factor is None:
-            assert b["key"] == a["key"] and torch.equal(b["video"], a["video"])
-            continue
-        seen += 1
-        assert b["key"] == f"{a['key']}:soft{factor:.4f}"  # its own cached labels
-        for view in ("video", "video_for_task"):
-            assert torch.equal(b[view], apply_soften(a[view], factor))
-    assert 0 < seen < 12
+def test_soften_fraction_out_of_range_is_refused(tiny):
     for bad in ("data.soften_fraction=-0.1", "data.soften_fraction=1.5", "data.soften_fraction=nan"):
         with pytest.raises(ValueError, match="soften_fraction"):
             tiny(bad)
