@@ -191,3 +191,19 @@ def test_bad_stop_by_is_refused(model):
     with pytest.raises(ValueError, match="task_loss_requirement_stop_by"):
         AutoGaze(AutoGazeConfig(raw))
     assert AutoGaze.from_pretrained(FIXTURE_MODEL).stop_by == "head"  # the official default
+
+
+def test_other_cell_sizes_stop_on_their_own_paint_loss():
+    # a 392/14-like layout in small: scales 28+56 with 14-px cells, 56² frames
+    config = AutoGazeConfig.build(scales="28+56", input_img_size=56, kernel_size=14,
+                                  hidden_size=64, intermediate_size=128, num_layers=2,
+                                  num_heads=4, num_multi_token_pred=4, vision_hidden_dim=32)
+    model = random_model(config, seed=3)
+    model.stop_by = "paint"
+    clip = random_video(2, 3, 56, seed=4)
+    task = PaintReconstruction.from_config(config, patch_size=14)
+    out = model(clip, gazing_ratio=1.0, task_loss_requirement=0.6)
+    prefix = task.prefix_losses(clip, out["ids"], out["frame_offsets"])
+    offs = out["frame_offsets"].tolist()
+    for a, b in zip(offs, offs[1:]):
+        assert float(prefix[b - 1]) <= 0.6 and not bool((prefix[a:b - 1] <= 0.6).any())

@@ -19,6 +19,8 @@ stops) and a gather over the frame's 8-px blocks; nothing reads the host.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -51,7 +53,12 @@ class PaintStop:
         if config.vision.temporal_patch_size != 1:
             raise ValueError("stop_by='paint' needs temporal_patch_size 1 (one frame per gaze "
                              f"frame), the model has {config.vision.temporal_patch_size}")
-        return cls(PaintReconstruction.from_config(config), batch, device)
+        cells = math.isqrt(config.tokens_per_scale[-1])  # the finest scale's grid side
+        patch = config.scales[-1] // cells if cells else 0
+        if not cells or patch * cells != config.scales[-1]:
+            raise ValueError(f"stop_by='paint' needs square cell grids that divide the scales, "
+                             f"got scales {config.scales} with {config.tokens_per_scale} cells")
+        return cls(PaintReconstruction.from_config(config, patch_size=patch), batch, device)
 
     def begin_frame(self, frame: torch.Tensor) -> None:
         """frame (B,3,H,W) in the model's input space; resized (bicubic) to the task's frame."""
