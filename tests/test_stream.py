@@ -157,6 +157,22 @@ def test_cli_stdin_raw_frames_equal_offline(model, capsys, monkeypatch):
     assert "latency mean" in err and "p50" in err and "p95" in err
 
 
+def test_cli_stop_by_paint_equals_offline(capsys, monkeypatch):
+    frames = synthetic_video(6, 40, 56, seed=7)
+    model = AutoGaze.from_pretrained(FIXTURE_MODEL)
+    model.stop_by = "paint"
+    offline = gaze(frames, model, gazing_ratio=0.75, task_loss_requirement=0.5, clip_len=4)
+    head = gaze(frames, AutoGaze.from_pretrained(FIXTURE_MODEL), gazing_ratio=0.75,
+                task_loss_requirement=0.5, clip_len=4)
+    assert offline_ids(offline) != offline_ids(head)
+    code, out, err = run_cli(["stream", "-", "--size", "56x40", "--model", FIXTURE_MODEL,
+                              "--device", "cpu", "--ratio", "0.75", "--loss", "0.5",
+                              "--stop-by", "paint", "--window", "4"],
+                             capsys, monkeypatch, stdin=frames.tobytes())
+    assert code == 0, err
+    assert [json.loads(line)["ids"] for line in out.splitlines()] == offline_ids(offline)
+
+
 def test_cli_video_file_to_jsonl_file(tmp_path, capsys):
     pytest.importorskip("av")
     from autogaze_ext.video import example_clip_path

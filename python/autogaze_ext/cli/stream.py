@@ -28,6 +28,9 @@ def add_parser(commands) -> None:
     stream.add_argument("--ratio", type=float, help="gazing ratio in (0, 1] (default: the model's)")
     stream.add_argument("--loss", "--threshold", dest="loss", type=float,
                         help="task-loss requirement (--threshold is an alias)")
+    stream.add_argument("--stop-by", choices=("head", "paint"),
+                        help="under a requirement, stop each frame on the head's predicted loss "
+                             "or on the measured Paint loss (default: the model's config)")
     stream.add_argument("--window", type=int, metavar="N",
                         help="reset the stream state (KV cache, temporal context) every N frames "
                              "(default: the model's max_num_frames, 16); memory is bounded by it")
@@ -116,6 +119,8 @@ def run_stream(args: argparse.Namespace) -> int:
     model_ref = _check_stream_args(args)
     device = _pick_device(args.device)
     model = _load_model(model_ref, device)
+    if args.stop_by:
+        model.stop_by = args.stop_by
     window = args.window or int(model.config.max_num_frames)
     smallest = min(model.scales)
     if args.size is not None and min(args.size) < smallest:
