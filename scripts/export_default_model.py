@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from autogaze_ext import AutoGaze, AutoGazeConfig
+from autogaze_ext.config import STOP_BY
 
 OUT = Path(__file__).resolve().parents[1] / "python" / "autogaze_ext" / "assets" / "default_model"
 
@@ -29,7 +30,7 @@ def main(argv: list[str] | None = None):
     parser.add_argument("--name", required=True)
     parser.add_argument("--ratio", type=float, required=True)
     parser.add_argument("--requirement", required=True, help='a float, or "none"')
-    parser.add_argument("--stop-by", choices=("head", "paint"), default="head",
+    parser.add_argument("--stop-by", choices=tuple(STOP_BY), default="head",
                         help="which loss stops a frame under the requirement (default: head)")
     parser.add_argument("--meta", nargs="*", default=[], help="key=value pairs for training.json")
     parser.add_argument("--out", type=Path, default=OUT, help="folder to write (the bundled model's)")

@@ -13,6 +13,18 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+# What may stop a frame under a task-loss requirement (``task_loss_requirement_stop_by``, an
+# autogaze_ext key), and how reports name it.
+STOP_BY = {"head": "the task-loss head's predicted loss", "paint": "the measured Paint loss"}
+
+
+def check_stop_by(value, name: str = "stop_by") -> str:
+    """``value`` if it is one of ``STOP_BY``, else a ValueError naming ``name``."""
+    if value not in STOP_BY:
+        raise ValueError(f"{name} must be one of {tuple(STOP_BY)}, got {value!r}")
+    return value
+
+
 # Official class defaults (spec §2.2-2.4) for fields a config.json may omit.
 _VISION_DEFAULTS = dict(hidden_dim=192, out_dim=192, depth=1, kernel_size=16, temporal_patch_size=1,
                         trunk_temporal_kernel_size=3, trunk_spatial_kernel_size=3)
@@ -245,11 +257,8 @@ class AutoGazeConfig:
         """Which loss stops a frame under a requirement: ``"head"`` (the task-loss head's
         prediction, the official behaviour) or ``"paint"`` (the measured Paint loss of the
         frame's prefix; an autogaze_ext key that official loaders ignore)."""
-        value = self._get("task_loss_requirement_stop_by")
-        if value not in ("head", "paint"):
-            raise ValueError(f"config: task_loss_requirement_stop_by must be 'head' or 'paint', "
-                             f"got {value!r}")
-        return value
+        return check_stop_by(self._get("task_loss_requirement_stop_by"),
+                             "config: task_loss_requirement_stop_by")
 
     # ---- checks -----------------------------------------------------------------------------
     def _validate(self) -> None:

@@ -15,7 +15,7 @@ from torch import nn
 from . import budget as budgets
 from .checkpoint import (load_matching, load_safetensors, resolve_checkpoint_dir,
                          save_safetensors)
-from .config import AutoGazeConfig
+from .config import AutoGazeConfig, check_stop_by
 from .decoder import GazeDecoder
 from .encoder import Connector, ShallowVideoConvNet
 from .generation import (DecodeState, Sampling, decode_op, frame_capacity, gaze_frame,
@@ -24,7 +24,7 @@ from .graphs import GraphCache
 from .layout import (GazeOutput, assemble, cut_tiles, from_mask, merge_tile_masks, tile_grid,
                      unpad)
 from .preprocess import ProcessorConfig, preprocess
-from .tasks.paint_stop import PaintStop, check_stop_by
+from .tasks.paint_stop import PaintStop
 
 
 class GazingModel(nn.Module):

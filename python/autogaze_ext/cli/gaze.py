@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..config import STOP_BY
 from ..progress import Progress
 from .common import (UsageError, _check_ratio_and_loss, _check_video_file, _frames_arg,
                      _load_model, _model_args, _model_ref, _open_video, _or_default,
@@ -27,7 +28,7 @@ def add_parser(commands) -> None:
     gaze.add_argument("--loss", "--threshold", dest="loss", type=float,
                       help="task-loss requirement: stop gazing a frame once reconstruction "
                            "loss is predicted below it (--threshold is an alias)")
-    gaze.add_argument("--stop-by", choices=("head", "paint"),
+    gaze.add_argument("--stop-by", choices=tuple(STOP_BY),
                       help="under a requirement, stop each frame on the loss the model's head "
                            "predicts or on the measured Paint loss (default: the model's config)")
     gaze.add_argument("--mode", choices=("resize", "tile"), default="resize",
@@ -374,9 +375,8 @@ def _requirement_text(settings: dict) -> str:
     if not used:
         return "none"
     source = "" if settings.get("loss") is not None else " (the model's default)"
-    by = {"head": "the head's predicted loss", "paint": "the measured Paint loss"}
     values = " ".join(f"{v:g}" for v in used)
-    return f"{values}{source}, frames stopped by {by[settings.get('stop_by', 'head')]}"
+    return f"{values}{source}, frames stopped by {STOP_BY[settings.get('stop_by', 'head')]}"
 
 
 def _run_gaze_single(args: argparse.Namespace, model_ref: str, device: str) -> int:
@@ -418,8 +418,8 @@ def _run_gaze_single(args: argparse.Namespace, model_ref: str, device: str) -> i
 
     run = {"video": str(args.video), "start": first, "num_frames": t, "frame_size": [h, w],
            "mode": args.mode, "model": str(model_ref), "ratio": args.ratio,
-           "threshold": args.loss, "stop_by": model.stop_by, "device": device, "target_scales": args.target_scales,
-           "target_patch_size": args.target_patch_size}
+           "threshold": args.loss, "stop_by": model.stop_by, "device": device,
+           "target_scales": args.target_scales, "target_patch_size": args.target_patch_size}
     writers = []
     if args.out is not None:
         writers.append((args.out, lambda path: write_result(result, path, run)))

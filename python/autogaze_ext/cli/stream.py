@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from ..config import STOP_BY
 from .common import (UsageError, _check_ratio_and_loss, _check_video_file, _load_model,
                      _model_args, _model_ref, _open_video, _or_default, _pick_device,
                      _pix_fmt_notes, _size_arg)
@@ -28,7 +29,7 @@ def add_parser(commands) -> None:
     stream.add_argument("--ratio", type=float, help="gazing ratio in (0, 1] (default: the model's)")
     stream.add_argument("--loss", "--threshold", dest="loss", type=float,
                         help="task-loss requirement (--threshold is an alias)")
-    stream.add_argument("--stop-by", choices=("head", "paint"),
+    stream.add_argument("--stop-by", choices=tuple(STOP_BY),
                         help="under a requirement, stop each frame on the head's predicted loss "
                              "or on the measured Paint loss (default: the model's config)")
     stream.add_argument("--window", type=int, metavar="N",

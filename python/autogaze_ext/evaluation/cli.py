@@ -41,6 +41,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..config import STOP_BY
 from .baselines import METHODS, make_methods
 from .metrics import DEFAULT_RATIOS, evaluate, fmt
 from .plot import line_chart, scatter_chart
@@ -87,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "requirement (default: the model's own inference requirement, if it has one)")
     p.add_argument("--requirement-ratio", type=float, help="per-frame budget cap with "
                    "--requirement (default: the model's inference gazing ratio)")
-    p.add_argument("--stop-by", choices=("head", "paint"), help="under a requirement, stop frames "
+    p.add_argument("--stop-by", choices=tuple(STOP_BY), help="under a requirement, stop frames "
                    "on the head's predicted loss or on the measured Paint loss (default: the "
                    "model's config.json setting)")
     p.add_argument("--stop-bound", action="store_true", help="with a requirement, also report "

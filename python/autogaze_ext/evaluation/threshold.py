@@ -25,10 +25,8 @@ from collections.abc import Iterable
 
 import torch
 
+from ..config import STOP_BY
 from .metrics import correlation, fmt
-
-STOPPED_BY = {"head": "the task-loss head's predicted loss",
-              "paint": "their measured Paint loss (stop_by = paint)"}
 
 __all__ = ["cut_on_real_loss", "frame_change", "threshold_markdown", "threshold_report"]
 
@@ -135,8 +133,8 @@ def threshold_markdown(thr: dict) -> list[str]:
     r, tol = thr["requirement"], thr["tolerance"]
     lines = ["", "## Threshold behaviour", "",
              f"Requirement {fmt(r)} with budget cap ratio {fmt(thr['ratio'])}, frames stopped by "
-             f"{STOPPED_BY[thr.get('stop_by', 'head')]}, {thr['clips']} clips, {thr['frames']} "
-             "frames.", "",
+             f"{STOP_BY[thr.get('stop_by', 'head')]}, {thr['clips']} clips, {thr['frames']} frames.",
+             "",
              f"- tokens per frame: {fmt(thr['tokens_per_frame'], 3)} ({fmt(thr['kept_percent'], 3)} % of N)",
              f"- realised loss: mean {fmt(thr['loss_mean'])}, median {fmt(thr['loss_median'])}",
              f"- frames within ±{round(100 * tol)} % of the requirement: {fmt(100 * thr['within'], 3)} % "

@@ -26,8 +26,6 @@ import torch.nn.functional as F
 
 from .paint import PaintReconstruction
 
-STOP_BY = ("head", "paint")
-
 
 class PaintStop:
     """The measured stop of one clip (or stream): the reconstruction carried between frames.
@@ -45,7 +43,8 @@ class PaintStop:
         # finest-scale ids paint the frame's own pixels: they can only lower the loss
         self.exact_ids = self.level == task.num_scales
         self.norm = float(channels * size * size)
-        self.options = self.err = self.levels = self.best = None
+        self.options = self.err = self.levels = self.best = self.start_loss = None
+        self._painted = self._running = None  # of the last ``losses_before``, for ``commit``
 
     @classmethod
     def for_model(cls, config, batch: int, device) -> "PaintStop":
@@ -108,9 +107,3 @@ class PaintStop:
         """Paint the frame from the ids it kept; the next frame starts from it."""
         self.recon = self.task._paint(self.options, self.levels)
         self.options = self.err = None
-
-
-def check_stop_by(value) -> str:
-    if value not in STOP_BY:
-        raise ValueError(f"stop_by must be one of {STOP_BY}, got {value!r}")
-    return value
