@@ -75,6 +75,13 @@ FINAL=runs/dagger8c/checkpoint_latest
 #  with the expected-regret term (algorithm.regret_weight=3, 3000 steps): at R = 0.1 with the
 #  head's stops, frames within ±30 % 11 %, 14 % and 37 % (v3 50 %); patches needed 73.8 for the
 #  regret stage (v3 74.1). None shipped: docs/evaluation.md.)
+# (And, in the seventh session, a per-scale prior on v3's gaze logits folded into lm_head:
+#  python -m autogaze_ext.training.refit scale-prior configs/default_model_ntp.toml
+#  model.init=<v3> data.synthetic_fraction=0 --offsets 0,-2,0,0 --batches 20 --holdout 5, the
+#  offsets chosen on 3 windows of each training clip (patches needed there 122 -> 114). On the
+#  validation split patches needed fell 74.1 -> 67.0, but the loss rose at ratios 0.05, 0.1 and
+#  0.3, the bundled defaults took 60.9 ids a frame instead of 58.0 for the same loss, and the
+#  head's last-slot Spearman fell to 0.48 (0.55 after refit head). Not shipped: docs/evaluation.md.)
 
 # 2. export: bf16 weights, inference defaults: a task-loss requirement of 0.07 that each frame
 #    meets by its measured Paint loss (stop_by = paint; the head's own stops miss it too often:

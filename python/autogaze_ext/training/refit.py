@@ -1,4 +1,4 @@
-"""``python -m autogaze_ext.training.refit {head,readout} CONFIG.toml [section.key=value ...] --out DIR``
+"""``python -m autogaze_ext.training.refit {head,readout,scale-prior} CONFIG.toml [section.key=value ...] --out DIR``
 
 Refit one linear head of ``model.init`` on the decoder's fixed features, from the model's own
 greedy rollouts of the config's training stream, and save the model with the new head:
@@ -10,6 +10,11 @@ greedy rollouts of the config's training stream, and save the model with the new
 * ``readout``: the gaze logits (``lm_head``), by full-batch L-BFGS on the oracle's soft targets at
   every visited state (``readout.fit_readout``), rollouts at the stream's label ratios (one DAgger
   round; rerun on the output for another).
+
+* ``scale-prior``: the gaze logits plus one offset per scale (``--offsets``, coarsest first),
+  folded into ``lm_head`` along the direction w with h·w ≈ 1 on the visited states
+  (``scale_prior``); the report gives how often the folded readout picks what the exact
+  offsets pick.
 
 ``--holdout`` further batches of the same stream judge the fit on clips it was not fitted on.
 """
@@ -29,6 +34,8 @@ from .config import load_config
 from .data import ClipDataset
 from .head import fit_head, head_data, head_rollout, relative_error
 from .readout import fit_readout, pick_quality, readout_data, soft_cross_entropy
+from .scale_prior import (constant_direction, fold_report, fold_scale_prior, prior_data,
+                          scale_bias)
 from .stream import TrainStream
 from .trainer import build_model, build_task, task_frame_size
 
@@ -48,25 +55,39 @@ def collect(one, model, stream: TrainStream, positions: range, desc: str) -> dic
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m autogaze_ext.training.refit",
                                      description=__doc__.split("\n\n")[1])
-    parser.add_argument("which", choices=("head", "readout"), help="the head to refit")
+    parser.add_argument("which", choices=("head", "readout", "scale-prior"),
+                        help="the head to refit")
     parser.add_argument("config", help="TOML config (data, algorithm; model.init = the model)")
     parser.add_argument("overrides", nargs="*", help="section.key=value overrides")
     parser.add_argument("--out", required=True, help="folder for the model with the refitted head")
     parser.add_argument("--batches", type=int, default=200, help="batches to fit on (200)")
     parser.add_argument("--holdout", type=int, default=40, help="further batches to judge on (40)")
     parser.add_argument("--ridge", type=float, default=None,
-                        help="pull towards the current head (head: 1e-3 per sample; readout: 1e-4)")
+                        help="pull towards the current head (head: 1e-3 per sample; readout: 1e-4); "
+                             "scale-prior: the ridge of the fit of w (1e-4)")
     parser.add_argument("--floor", type=float, default=0.02,
                         help="head: losses below it count as it in the relative error (0.02)")
     parser.add_argument("--temperature", type=float, default=0.05,
                         help="readout: soft-target temperature, relative to the best gain (0.05)")
     parser.add_argument("--iterations", type=int, default=100, help="readout: L-BFGS steps (100)")
+    parser.add_argument("--offsets", type=_floats, default=None,
+                        help="scale-prior: one logit offset per scale, coarsest first, e.g. 0,-2,0,0")
     return parser
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"comma-separated numbers expected, got {text!r}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     ridge = args.ridge if args.ridge is not None else (1e-3 if args.which == "head" else 1e-4)
+    if (args.which == "scale-prior") != (args.offsets is not None):
+        print("refit: error: --offsets is given with scale-prior, and only there", file=sys.stderr)
+        return 2
     try:
         cfg = load_config(args.config, list(args.overrides))
         if not cfg.model.init:
@@ -98,6 +119,27 @@ def main(argv: list[str] | None = None) -> int:
 
         def scores(data, w):
             return {"relative_error": relative_error(data, w, args.floor)}
+    elif args.which == "scale-prior":
+        module = decoder.lm_head
+        try:
+            bias = scale_bias(model.config.tokens_per_scale, args.offsets, decoder.cfg.vocab_size)
+        except ValueError as e:
+            print(f"refit: error: --offsets: {e}", file=sys.stderr)
+            return 2
+        direction = None
+
+        def one(batch, position):
+            return prior_data(model, batch["video"], batch["ratios"])
+
+        def fit(data, w):
+            nonlocal direction
+            direction = constant_direction(data["inputs"], ridge)
+            return fold_scale_prior(w, k, bias, direction)
+
+        def scores(data, w):
+            if w is before:
+                return {}
+            return fold_report(data, before, w, k, bias, direction)
     else:
         module = decoder.lm_head
 
@@ -118,8 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     after = fit(fitted, before)
     report = {"which": args.which, "model": cfg.model.init, "batches": args.batches,
               "holdout": args.holdout, "ridge": ridge, "slots": int(fitted["heads"].numel())}
-    report |= {"floor": args.floor} if args.which == "head" else {
-        "temperature": args.temperature, "iterations": args.iterations}
+    report |= ({"floor": args.floor} if args.which == "head" else
+               {"offsets": args.offsets} if args.which == "scale-prior" else
+               {"temperature": args.temperature, "iterations": args.iterations})
     for name, data in (("fit", fitted), ("holdout", held)):
         if data is not None:
             for key, value in scores(data, before).items():
