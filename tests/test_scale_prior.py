@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from helpers import FIXTURE_MODEL, random_video
+from helpers import FIXTURE_MODEL
 
 from autogaze_ext import AutoGaze
 from autogaze_ext import decoder as decoder_module

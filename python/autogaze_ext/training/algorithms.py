@@ -149,6 +149,24 @@ def ntp_step(model: AutoGaze, batch: dict, labels: dict, scoring: str = "officia
 
 
 @torch.no_grad()
+def greedy_rollout(model: AutoGaze, video: torch.Tensor, ratios,
+                   requirements=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's own greedy gaze (in eval mode) of every clip of ``video`` (B,T,3,H,W), one
+    clip at a time at its ratio (B floats) and requirement (B floats or None). Returns ids (L,)
+    and frame_offsets (B·T+1,) of all clips together, as ``GazeOutput`` (padding-free)."""
+    was_training = model.training
+    model.eval()
+    ids, counts = [], []
+    requirements = requirements or [None] * len(ratios)
+    for b, (ratio, requirement) in enumerate(zip(ratios, requirements)):
+        out = model(video[b:b + 1], gazing_ratio=float(ratio), task_loss_requirement=requirement)
+        ids.append(out["ids"])
+        counts.append(out["frame_offsets"].diff())
+    model.train(was_training)
+    ids, counts = torch.cat(ids), torch.cat(counts)
+    return ids, torch.nn.functional.pad(counts.cumsum(0), (1, 0))
+
+
 def rollout_labels(model: AutoGaze, task: PaintReconstruction, batch: dict, ratios,
                    requirements=None) -> dict:
     """On-policy labels (DAgger with the greedy oracle as expert): the model's own greedy gaze of
@@ -159,19 +177,8 @@ def rollout_labels(model: AutoGaze, task: PaintReconstruction, batch: dict, rati
     requirements: B floats or None (a frame stops once the head predicts it reached it, as at
     inference with a threshold)."""
     from ..tasks import candidate_gains
-    was_training = model.training
-    model.eval()
-    ids, counts = [], []
-    requirements = requirements or [None] * len(ratios)
-    for b, (ratio, requirement) in enumerate(zip(ratios, requirements)):
-        out = model(batch["video"][b:b + 1], gazing_ratio=float(ratio),
-                    task_loss_requirement=requirement)
-        ids.append(out["ids"])
-        counts.append(out["frame_offsets"].diff())
-    model.train(was_training)
-    ids, counts = torch.cat(ids), torch.cat(counts)
-    offsets = torch.nn.functional.pad(counts.cumsum(0), (1, 0))
     video = batch["video_for_task"]
+    ids, offsets = greedy_rollout(model, batch["video"], ratios, requirements)
     ids, offsets = ids.to(video.device), offsets.to(video.device)
     return {"ids": ids, "frame_offsets": offsets,
             "losses": task.prefix_losses(video, ids, offsets).float(),

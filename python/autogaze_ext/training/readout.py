@@ -41,14 +41,21 @@ def _blocks(weight: torch.Tensor, k: int) -> torch.Tensor:
     return weight.view(k, weight.shape[0] // k, weight.shape[1])  # (K,V,D)
 
 
-def _logits(data: dict, blocks: torch.Tensor) -> torch.Tensor:
-    """Masked logits (n,V) of every slot under the readout ``blocks`` (K,V,D)."""
-    x, heads = data["inputs"], data["heads"].long()
-    logits = x.new_empty(x.shape[0], blocks.shape[1])
+def slot_logits(inputs: torch.Tensor, heads: torch.Tensor, blocks: torch.Tensor) -> torch.Tensor:
+    """Logits (n,V) of every slot: inputs (n,D) through row block ``heads[j]`` of the readout
+    ``blocks`` (K,V,D)."""
+    heads = heads.long()
+    logits = inputs.new_empty(inputs.shape[0], blocks.shape[1])
     for r in range(blocks.shape[0]):
         rows = heads == r
         if rows.any():
-            logits[rows] = x[rows] @ blocks[r].T
+            logits[rows] = inputs[rows] @ blocks[r].T
+    return logits
+
+
+def _logits(data: dict, blocks: torch.Tensor) -> torch.Tensor:
+    """Masked logits (n,V) of every slot under the readout ``blocks`` (K,V,D)."""
+    logits = slot_logits(data["inputs"], data["heads"], blocks)
     return logits.masked_fill(~torch.isfinite(data["gains"]), float("-inf"))
 
 

@@ -18,7 +18,9 @@ from __future__ import annotations
 import torch
 
 from ..model import AutoGaze
+from .algorithms import greedy_rollout
 from .policy import score_rollout
+from .readout import slot_logits
 
 __all__ = ["prior_data", "constant_direction", "scale_bias", "fold_scale_prior", "fold_report"]
 
@@ -28,13 +30,8 @@ def prior_data(model: AutoGaze, video: torch.Tensor, ratios) -> dict:
     """The readout's inputs along the model's greedy gaze of each clip of ``video`` (B,T,3,H,W)
     at its ratio (B floats). Returns inputs (n,D) float32, heads (n,) the K-block row of each
     slot, and allowed (n,V) bool: the candidates generation may pick there."""
-    ids, counts = [], []
-    for b, ratio in enumerate(ratios):
-        out = model(video[b:b + 1], gazing_ratio=float(ratio))
-        ids.append(out["ids"])
-        counts.append(out["frame_offsets"].diff())
-    ids, counts = torch.cat(ids).to(video.device), torch.cat(counts).to(video.device)
-    offsets = torch.nn.functional.pad(counts.cumsum(0), (1, 0))
+    ids, offsets = greedy_rollout(model, video, ratios)
+    ids, offsets = ids.to(video.device), offsets.to(video.device)
     scored = score_rollout(model, video, ids, offsets, temperature=1.0, top_k=None,
                            return_distribution=True, return_inputs=True)
     return {"inputs": scored.gaze_inputs.float().cpu(), "heads": scored.gaze_index.cpu(),
@@ -80,12 +77,8 @@ def fold_scale_prior(weight: torch.Tensor, k: int, bias: torch.Tensor,
 
 
 def _masked_logits(data: dict, weight: torch.Tensor, k: int) -> torch.Tensor:
-    blocks = weight.detach().float().cpu().view(k, weight.shape[0] // k, weight.shape[1])
-    x, heads = data["inputs"], data["heads"].long()
-    logits = x.new_empty(x.shape[0], blocks.shape[1])
-    for r in range(k):
-        rows = heads == r
-        logits[rows] = x[rows] @ blocks[r].T
+    blocks = weight.detach().float().cpu().view(k, -1, weight.shape[1])
+    logits = slot_logits(data["inputs"], data["heads"], blocks)
     return logits.masked_fill(~data["allowed"], float("-inf"))
 
 
