@@ -82,6 +82,14 @@ FINAL=runs/dagger8c/checkpoint_latest
 #  validation split patches needed fell 74.1 -> 67.0, but the loss rose at ratios 0.05, 0.1 and
 #  0.3, the bundled defaults took 60.9 ids a frame instead of 58.0 for the same loss, and the
 #  head's last-slot Spearman fell to 0.48 (0.55 after refit head). Not shipped: docs/evaluation.md.)
+# (And, in the eighth session, on-policy stages from that prior model (refit scale-prior ...
+#  --out runs/v3prior), as stage 1c with lr 1e-4 and float32:
+#  python -m autogaze_ext.train "$repo/configs/default_model_ntp.toml" run.out=runs/stage_e \
+#    model.init=runs/v3prior "${ONPOLICY[@]}" data.synthetic_seed=17 \
+#    algorithm.rollout_fraction=0.75 optim.lr=1e-4 run.steps=2000 run.bf16_cpu=false --until 500
+#  and the same with data.synthetic_fraction=0 (real clips only), run.steps=1200, --until 600.
+#  Patches needed on the validation split: 75.9 and 84.2 (the prior alone 67.0, v3 74.1): the
+#  on-policy labels undo the prior, and real clips alone are too few. Not shipped.)
 
 # 2. export: bf16 weights, inference defaults: a task-loss requirement of 0.07 that each frame
 #    meets by its measured Paint loss (stop_by = paint; the head's own stops miss it too often:
